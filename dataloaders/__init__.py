@@ -1,0 +1,29 @@
+"""Data layer: dataset specs, file discovery, decoding and cached multi-domain datasets."""
+
+from dataloaders.datasets import (
+    CachedSamples,
+    DataError,
+    DataSplits,
+    SampleFiles,
+    SegmentationDataset,
+    SplitFiles,
+    build_splits,
+    describe_splits,
+    load_samples,
+    plan_splits,
+    scan_split,
+)
+
+__all__ = [
+    "CachedSamples",
+    "DataError",
+    "DataSplits",
+    "SampleFiles",
+    "SegmentationDataset",
+    "SplitFiles",
+    "build_splits",
+    "describe_splits",
+    "load_samples",
+    "plan_splits",
+    "scan_split",
+]
