@@ -1,0 +1,680 @@
+"""SynFoC (Ma et al., CVPR 2025) as pure tensor functions plus one training step.
+
+``synfoc_step`` takes the four models (two students, two EMA teachers), one labeled and one
+unlabeled batch already on the training device, and returns the total loss with detached device
+scalars for logging. It owns no optimizer, no EMA, no logging and no I/O (the loop does, STYLE
+practice 5), and it never reads a tensor back to the host, so the loop can call it every iteration
+and synchronise only when it logs. Unlabeled batches carry no labels (STYLE anti-pattern 8):
+ground-truth diagnostics belong to the loop, on the returned ``pseudo_labels``.
+
+Notation (paper -> code): P^MS = foundation-teacher softmax at the logits size Sl; P^UT = U-Net
+teacher softmax at the patch size p; Phi^s, Phi^m = ``self_confidence``, ``mutual_confidence``;
+alpha = ``ensemble_alpha``; P^EN = ``ensemble_probs``; W = ``pseudo_label``'s mask; M =
+``sample_boxes``/``box_mask``. docs/METHOD.md maps every equation and decision to these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from utils.config import MethodConfig
+from utils.losses import (
+    consensus_divergence_losses,
+    consistency_mse,
+    supervised_loss,
+    unsupervised_loss,
+)
+from utils.schedules import RAMP_KINDS
+
+STUDENTS = ("both", "unet", "foundation")
+ALPHA_STRATEGIES = ("smc", "self", "mutual", "linear", "constant", "cps")
+CONSISTENCIES = ("cdcr", "cr", "none")
+TEACHER_BN = ("batch", "running")
+# Additive terms of the reference's smoothed Dice (``dice_coefficient_numpy``).
+SMC_SMOOTH_NUM = 1.0
+SMC_SMOOTH_DEN = 1.001
+
+
+@dataclass
+class Views:
+    """One batch of images at both model input sizes, float in [0, 1]."""
+
+    foundation: Tensor | None  # (B, Cin, S, S); None when no foundation model is trained
+    unet: Tensor | None  # (B, Cin, p, p); None when no U-Net is trained
+
+
+@dataclass
+class LabeledBatch:
+    images: Views  # weak view
+    mask_foundation: Tensor | None  # (B, Sl, Sl) int64 class indices at the foundation logits size
+    mask_unet: Tensor  # (B, p, p) int64 class indices
+
+
+@dataclass
+class UnlabeledBatch:
+    """Unlabeled images; no label field, by construction (STYLE anti-pattern 8)."""
+
+    weak: Views
+    strong: Views  # same geometry as ``weak`` (pixel-aligned), photometric changes only
+
+
+@dataclass
+class Models:
+    """The four networks; None for a model this configuration does not train.
+
+    Students map images to logits: U-Net (B, Cin, p, p) -> (B, K, p, p); foundation
+    (B, Cin, S, S) -> (B, K, Sl, Sl), K = C + 1.
+    """
+
+    unet: nn.Module | None = None
+    unet_teacher: nn.Module | None = None
+    foundation: nn.Module | None = None
+    foundation_teacher: nn.Module | None = None
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor  # 0-dim, with grad
+    scalars: dict[str, Tensor]  # detached 0-dim device tensors, keys = expected_scalar_keys(cfg)
+    alpha: Tensor | None = None  # (B,) ensemble weight of the U-Net teacher
+    phi_self: Tensor | None = None  # (B,)
+    phi_mutual: Tensor | None = None  # (B,)
+    # (B, p, p) int64 pseudo-labels on the weak unlabeled view, before the paste, diagnostics only.
+    pseudo_labels: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _one_of(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"method.{key}: unknown {value!r}; expected one of {', '.join(choices)}")
+
+
+def validate_method(cfg: MethodConfig) -> None:
+    """Check a method config once, at start-up, so the step can stay branch-light.
+
+    The alpha strategy is ignored (not an error) with a single student or ``supervised_only``: the
+    default ``smc`` stays in such configs.
+
+    Raises:
+        ValueError: naming the key, for an unknown choice, an out-of-range value or an inconsistent
+            combination (a student-student consistency term without both students, or with
+            ``supervised_only``).
+    """
+    _one_of("students", cfg.students, STUDENTS)
+    _one_of("alpha", cfg.alpha, ALPHA_STRATEGIES)
+    _one_of("consistency", cfg.consistency, CONSISTENCIES)
+    _one_of("ramp", cfg.ramp, RAMP_KINDS)
+    _one_of("teacher_bn", cfg.teacher_bn, TEACHER_BN)
+    if cfg.consistency != "none" and cfg.students != "both":
+        raise ValueError(
+            f"method.consistency={cfg.consistency!r} couples two students but "
+            f"method.students={cfg.students!r}; set method.consistency=none"
+        )
+    if cfg.consistency != "none" and cfg.supervised_only:
+        raise ValueError(
+            f"method.consistency={cfg.consistency!r} is unused with method.supervised_only=true; "
+            "set method.consistency=none"
+        )
+    if not 0.0 <= cfg.threshold <= 1.0:
+        raise ValueError(f"method.threshold must be in [0, 1], got {cfg.threshold}")
+    if not 0.0 <= cfg.alpha_constant <= 1.0:
+        raise ValueError(f"method.alpha_constant must be in [0, 1], got {cfg.alpha_constant}")
+    if not 0.0 < cfg.cp_area[0] <= cfg.cp_area[1] <= 1.0:
+        raise ValueError(f"method.cp_area must satisfy 0 < low <= high <= 1, got {cfg.cp_area}")
+    if not 0.0 < cfg.cp_ratio[0] <= cfg.cp_ratio[1]:
+        raise ValueError(f"method.cp_ratio must satisfy 0 < low <= high, got {cfg.cp_ratio}")
+    if not cfg.consistency_weight >= 0.0:
+        raise ValueError(f"method.consistency_weight must be >= 0, got {cfg.consistency_weight}")
+
+
+def _trains(cfg: MethodConfig) -> tuple[bool, bool]:
+    """(trains the U-Net, trains the foundation model)."""
+    return cfg.students in ("both", "unet"), cfg.students in ("both", "foundation")
+
+
+def expected_scalar_keys(cfg: MethodConfig) -> tuple[str, ...]:
+    """The keys of ``StepOutput.scalars`` for a (validated) config, for the loop's accumulators."""
+    train_u, train_f = _trains(cfg)
+    names = [n for n, on in (("unet", train_u), ("foundation", train_f)) if on]
+    keys = [f"sup/{n}" for n in names]
+    if not cfg.supervised_only:
+        keys += [f"unsup/{n}" for n in names]
+        keys += {"cdcr": ["cdcr/consensus", "cdcr/divergence"], "cr": ["cr/mse"], "none": []}[
+            cfg.consistency
+        ]
+        if cfg.students == "both":
+            keys += [] if cfg.alpha == "cps" else ["smc/alpha"]
+            keys += ["smc/phi_self"] if cfg.alpha in ("smc", "self") else []
+            keys += ["smc/phi_mutual"]
+        keys += ["pseudo/confident_ratio", "pseudo/mask_ratio"]
+    return (*keys, "lambda", "total")
+
+
+# --------------------------------------------------------------------------- SMC (Eq. 4-6)
+
+
+def _in_region(labels: Tensor, classes: Sequence[int]) -> Tensor:
+    # Scalar comparisons: no host-to-device copy of the class list.
+    return reduce(torch.logical_or, [labels == int(c) for c in classes])
+
+
+def region_dice(a: Tensor, b: Tensor, regions: Sequence[Sequence[int]]) -> Tensor:
+    """Per-sample smoothed Dice between two label maps, averaged over regions (SPEC 4.3).
+
+    For each region (a union of class indices, e.g. fundus cup {1} and disc {1, 2}):
+    1 if both maps miss the region, else (2|A & B| + 1) / (|A| + |B| + 1.001), as the reference's
+    ``dice_coefficient_numpy``.
+
+    Args:
+        a, b: (B, H, W) int64 class-index maps of the same shape.
+        regions: one sequence of class indices per region (``spec.eval_regions``' classes).
+
+    Returns:
+        (B,) float32 in (0, 1].
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"region_dice: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if not regions or not all(
+        len(r) > 0 and all(isinstance(c, (int, np.integer)) for c in r) for r in regions
+    ):
+        raise ValueError(
+            f"regions must be non-empty sequences of class indices, e.g. "
+            f"[classes for _, classes in spec.eval_regions]; got {regions!r}"
+        )
+    scores = []
+    for classes in regions:
+        in_a, in_b = _in_region(a, classes), _in_region(b, classes)
+        intersection = (in_a & in_b).sum((1, 2)).float()
+        total = in_a.sum((1, 2)).float() + in_b.sum((1, 2)).float()
+        dice = (2 * intersection + SMC_SMOOTH_NUM) / (total + SMC_SMOOTH_DEN)
+        scores.append(torch.where(total == 0, torch.ones_like(dice), dice))
+    return torch.stack(scores).mean(0)
+
+
+def resize_labels(labels: Tensor, size: int) -> Tensor:
+    """Nearest resize of (B, H, W) int64 label maps to (B, size, size) (torch ``nearest`` rule)."""
+    if labels.shape[-1] == size and labels.shape[-2] == size:
+        return labels
+    resized = F.interpolate(labels.unsqueeze(1).float(), size=(size, size), mode="nearest")
+    return resized.squeeze(1).long()
+
+
+def self_confidence(student: Tensor, teacher: Tensor, regions: Sequence[Sequence[int]]) -> Tensor:
+    """Phi^s (Eq. 4): Dice of the student and teacher U-Net argmax maps (B, p, p) -> (B,)."""
+    return region_dice(student, teacher, regions)
+
+
+def mutual_confidence(
+    unet_teacher: Tensor, foundation_teacher: Tensor, regions: Sequence[Sequence[int]]
+) -> Tensor:
+    """Phi^m (Eq. 5): Dice of the teacher U-Net map (B, p, p), nearest-resized to the foundation
+    logits size, and the teacher foundation map (B, Sl, Sl) -> (B,)."""
+    return region_dice(
+        resize_labels(unet_teacher, foundation_teacher.shape[-1]), foundation_teacher, regions
+    )
+
+
+def ensemble_alpha(
+    strategy: str,
+    phi_self: Tensor | None,
+    phi_mutual: Tensor,
+    *,
+    progress: float = 0.0,
+    constant: float = 0.5,
+) -> Tensor:
+    """Per-sample weight alpha of the U-Net teacher in the ensemble (Eq. 6, Table 8).
+
+    ``smc`` = Phi^s * Phi^m; ``self`` = Phi^s; ``mutual`` = Phi^m; ``linear`` = progress
+    (t / t_max, the U-Net's weight grows with training); ``constant`` = ``constant``. ``cps`` has
+    no single alpha (each student learns from the other's teacher) and is handled by the step.
+
+    Args:
+        phi_self: (B,) or None when the strategy does not need it.
+        phi_mutual: (B,) (also gives the batch shape and device).
+
+    Returns:
+        (B,) float32 in [0, 1].
+    """
+    if strategy == "smc":
+        return phi_self * phi_mutual
+    if strategy == "self":
+        return phi_self
+    if strategy == "mutual":
+        return phi_mutual
+    if strategy == "linear":
+        return torch.full_like(phi_mutual, min(max(progress, 0.0), 1.0))
+    if strategy == "constant":
+        return torch.full_like(phi_mutual, constant)
+    raise ValueError(f"ensemble_alpha: no per-sample alpha for strategy {strategy!r}")
+
+
+# ---------------------------------------------------------------- ensemble and pseudo-labels
+
+
+def softmax(logits: Tensor) -> Tensor:
+    """Class probabilities in float32 (autocast-safe), (B, K, H, W)."""
+    return logits.float().softmax(dim=1)
+
+
+def resize_probs(probs: Tensor, size: int) -> Tensor:
+    """Bilinear (align_corners=False) resize of (B, K, H, W) maps, as the reference ensemble."""
+    if probs.shape[-1] == size and probs.shape[-2] == size:
+        return probs
+    return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def ensemble_probs(
+    prob_unet: Tensor | None, prob_foundation: Tensor | None, alpha: Tensor | float
+) -> Tensor:
+    """P^EN = alpha * P^UT + (1 - alpha) * P^MS (Eq. 3), both at the same size.
+
+    Args:
+        prob_unet: (B, K, H, W) U-Net teacher probabilities (None allowed when alpha is 0.0).
+        prob_foundation: (B, K, H, W) foundation teacher probabilities resized to H (None
+            allowed when alpha is 1.0).
+        alpha: (B,) per-sample weights, or a float 0.0 / 1.0 for a single teacher.
+    """
+    if isinstance(alpha, float):
+        if alpha == 1.0:
+            return prob_unet
+        if alpha == 0.0:
+            return prob_foundation
+        return alpha * prob_unet + (1.0 - alpha) * prob_foundation
+    weight = alpha.view(-1, 1, 1, 1)
+    return weight * prob_unet + (1.0 - weight) * prob_foundation
+
+
+def pseudo_label(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Argmax pseudo-label and confidence mask W = [max prob > threshold] (strict, as the code).
+
+    Args:
+        probs: (B, K, H, W) float32 probabilities.
+
+    Returns:
+        labels (B, H, W) int64 and mask (B, H, W) float32 in {0, 1}.
+    """
+    confidence, labels = probs.max(dim=1)
+    return labels, (confidence > threshold).float()
+
+
+# ----------------------------------------------------------------- copy-paste (Eq. 1)
+
+
+def sample_boxes(
+    batch: int,
+    size: int,
+    *,
+    area: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    device: torch.device,
+) -> Tensor:
+    """One random box per sample on a size x size grid (the reference's ``obtain_cutmix_box``).
+
+    Area ~ U(area) * size^2, aspect ratio r ~ U(ratio), w = floor(sqrt(area / r)),
+    h = floor(sqrt(area * r)), each clamped to ``size``; the top-left corner is uniform over the
+    positions where the box fits. Vectorised: the reference redraws r and the corner until the box
+    fits (a host loop); we clamp and draw the corner inside the valid range instead.
+
+    Returns:
+        (B, 4) int64 rows (y0, x0, h, w), with 0 <= y0, y0 + h <= size (same for x).
+    """
+    u = torch.rand((batch, 4), generator=generator, device=device, dtype=torch.float64)
+    box_area = (area[0] + (area[1] - area[0]) * u[:, 0]) * (size * size)
+    aspect = ratio[0] + (ratio[1] - ratio[0]) * u[:, 1]
+    w = (box_area / aspect).sqrt().floor().clamp(max=size)
+    h = (box_area * aspect).sqrt().floor().clamp(max=size)
+    # min() guards against u * n rounding up to n.
+    x0 = torch.minimum((u[:, 2] * (size - w + 1)).floor(), size - w)
+    y0 = torch.minimum((u[:, 3] * (size - h + 1)).floor(), size - h)
+    return torch.stack([y0, x0, h, w], dim=1).long()
+
+
+def _nearest_source(size: int, out_size: int, device: torch.device) -> Tensor:
+    """Source index of each output pixel under torch's ``nearest`` resize, (out_size,) int64."""
+    if out_size == size:
+        return torch.arange(size, device=device)
+    # The kernel computes floor(dst * scale) with a float32 scale = in / out; mirror it exactly.
+    scale = float(np.float32(size) / np.float32(out_size))
+    dst = torch.arange(out_size, device=device, dtype=torch.float32)
+    return (dst * scale).floor().long().clamp(max=size - 1)
+
+
+def box_mask(boxes: Tensor, size: int, out_size: int) -> Tensor:
+    """Rasterise boxes of a size x size grid at out_size x out_size.
+
+    Equal to nearest-resizing the size x size box map (how the reference derives its 512 and 128
+    maps from the p map), without building it: an output pixel is inside when its nearest source
+    pixel is.
+
+    Args:
+        boxes: (B, 4) int64 (y0, x0, h, w) from :func:`sample_boxes`.
+
+    Returns:
+        (B, out_size, out_size) bool.
+    """
+    src = _nearest_source(size, out_size, boxes.device)
+    y0, x0, h, w = boxes.unbind(dim=1)
+    rows = (src >= y0[:, None]) & (src < (y0 + h)[:, None])
+    cols = (src >= x0[:, None]) & (src < (x0 + w)[:, None])
+    return rows[:, :, None] & cols[:, None, :]
+
+
+def paste(background: Tensor, patch: Tensor, mask: Tensor) -> Tensor:
+    """``patch`` inside the mask, ``background`` outside: images (B, C, H, W) with mask
+    (B, H, W) bool, or label/weight maps (B, H, W)."""
+    if background.dim() == mask.dim() + 1:
+        mask = mask.unsqueeze(1)
+    return torch.where(mask, patch.to(background.dtype), background)
+
+
+# ------------------------------------------------------------------------------ the step
+
+
+@dataclass
+class _Target:
+    labels: Tensor  # (B, H, W) int64
+    weight: Tensor  # (B, H, W) float32 in {0, 1}
+
+
+@dataclass
+class _Teaching:
+    """Teacher-side results on the weak unlabeled view (no grad)."""
+
+    unet: _Target | None = None  # U-Net student's target at p
+    foundation: _Target | None = None  # foundation student's target at Sl
+    weight_p: Tensor | None = None  # (B, p, p) W at p before the paste (diagnostics)
+    pseudo_labels: dict[str, Tensor] = field(default_factory=dict)
+    alpha: Tensor | None = None
+    phi_self: Tensor | None = None
+    phi_mutual: Tensor | None = None
+
+
+@dataclass
+class _Mixed:
+    images: Views
+    unet: _Target | None
+    foundation: _Target | None
+    weight_p: Tensor  # (B, p, p) W at p after the paste (diagnostics)
+
+
+def _check_models(models: Models, cfg: MethodConfig) -> None:
+    train_u, train_f = _trains(cfg)
+    needed = ["unet"] * train_u + ["foundation"] * train_f
+    if not cfg.supervised_only:
+        needed += [f"{n}_teacher" for n in needed]
+    missing = [n for n in needed if getattr(models, n) is None]
+    if missing:
+        raise ValueError(
+            f"method.students={cfg.students!r} (supervised_only={cfg.supervised_only}) needs "
+            f"Models.{', Models.'.join(missing)}, which is None"
+        )
+
+
+def _check_batches(labeled: LabeledBatch, unlabeled: UnlabeledBatch, cfg: MethodConfig) -> None:
+    """Shape checks (host metadata only)."""
+    for name in ("foundation", "unet"):
+        if getattr(labeled.images, name) is None:  # a model this configuration does not train
+            continue
+        reference = getattr(labeled.images, name).shape
+        for view in ("weak", "strong"):
+            got = getattr(getattr(unlabeled, view), name).shape
+            if got[1:] != reference[1:] or got[0] != unlabeled.weak.unet.shape[0]:
+                raise ValueError(
+                    f"unlabeled.{view}.{name} is {tuple(got)}; expected (B_u, *"
+                    f"{tuple(reference[1:])}) like labeled.images.{name} {tuple(reference)}"
+                )
+    if labeled.mask_unet.shape[-2:] != labeled.images.unet.shape[-2:]:
+        raise ValueError(
+            f"labeled.mask_unet is {tuple(labeled.mask_unet.shape)}; expected the U-Net input "
+            f"size {tuple(labeled.images.unet.shape[-2:])}"
+        )
+    n_lab, n_unl = labeled.images.unet.shape[0], unlabeled.weak.unet.shape[0]
+    if cfg.copy_paste and n_lab != n_unl:
+        raise ValueError(
+            f"copy-paste pairs labeled sample i with unlabeled sample i: the labeled batch "
+            f"({n_lab}) and the unlabeled batch ({n_unl}) must have the same size"
+        )
+
+
+def _check_logits(model: str, logits: Tensor, mask_name: str, mask: Tensor) -> None:
+    if logits.shape[-2:] != mask.shape[-2:]:
+        raise ValueError(
+            f"{model} logits are {tuple(logits.shape)} but {mask_name} is {tuple(mask.shape)}; "
+            "the mask must be at the logits size"
+        )
+
+
+def _dual_alphas(
+    models: Models,
+    weak: Views,
+    cfg: MethodConfig,
+    regions: Sequence[Sequence[int]],
+    progress: float,
+    prob_ms: Tensor,
+    out: _Teaching,
+) -> tuple[Tensor | float, Tensor | float]:
+    """SMC with both students: fills out.phi_*, out.alpha; returns (alpha_unet, alpha_found)."""
+    teacher_u = out.pseudo_labels["unet"]
+    out.phi_mutual = mutual_confidence(teacher_u, prob_ms.argmax(1), regions)
+    if cfg.alpha in ("smc", "self"):
+        # Student U-Net on the weak view, under no_grad (the reference keeps an unused graph).
+        out.phi_self = self_confidence(models.unet(weak.unet).argmax(1), teacher_u, regions)
+    if cfg.alpha == "cps":
+        # Cross pseudo supervision: each student learns from the OTHER model's teacher.
+        return 0.0, 1.0
+    out.alpha = ensemble_alpha(
+        cfg.alpha, out.phi_self, out.phi_mutual, progress=progress, constant=cfg.alpha_constant
+    )
+    return out.alpha, out.alpha
+
+
+@torch.no_grad()
+def _teach(
+    models: Models,
+    weak: Views,
+    cfg: MethodConfig,
+    regions: Sequence[Sequence[int]],
+    progress: float,
+) -> _Teaching:
+    """Teachers, SMC, ensemble and confidence masks (steps 1-3 of the iteration)."""
+    train_u, train_f = _trains(cfg)
+    p = weak.unet.shape[-1]
+    out = _Teaching()
+    prob_ut = softmax(models.unet_teacher(weak.unet)) if train_u else None
+    prob_ms = softmax(models.foundation_teacher(weak.foundation)) if train_f else None
+    prob_ms_p = resize_probs(prob_ms, p) if train_f else None
+    if train_u:
+        out.pseudo_labels["unet"] = prob_ut.argmax(1)
+    if train_f:
+        out.pseudo_labels["foundation"] = prob_ms_p.argmax(1)
+    # A single student learns from its own teacher alone (Base-U-Net / Base-MedSAM).
+    alpha_u, alpha_f = (1.0, 0.0) if train_u else (0.0, 0.0)
+    if cfg.students == "both":
+        alpha_u, alpha_f = _dual_alphas(models, weak, cfg, regions, progress, prob_ms, out)
+    probs_p = ensemble_probs(prob_ut, prob_ms_p, alpha_u)
+    labels_p, out.weight_p = pseudo_label(probs_p, cfg.threshold)
+    out.pseudo_labels["ensemble"] = labels_p
+    if train_u:
+        out.unet = _Target(labels_p, out.weight_p)
+    if train_f:
+        if not train_u:
+            probs_f = prob_ms  # the teacher's own resolution, no round trip through p
+        elif alpha_f is alpha_u:
+            probs_f = resize_probs(probs_p, prob_ms.shape[-1])
+        else:
+            probs_f = resize_probs(ensemble_probs(prob_ut, prob_ms_p, alpha_f), prob_ms.shape[-1])
+        out.foundation = _Target(*pseudo_label(probs_f, cfg.threshold))
+    return out
+
+
+def _paste_target(target: _Target, ground_truth: Tensor, box: Tensor) -> _Target:
+    return _Target(paste(target.labels, ground_truth, box), target.weight.masked_fill(box, 1.0))
+
+
+def _mix(
+    labeled: LabeledBatch,
+    unlabeled: UnlabeledBatch,
+    teach: _Teaching,
+    cfg: MethodConfig,
+    generator: torch.Generator,
+) -> _Mixed:
+    """Copy-paste (step 4): a weak labeled box into the strong unlabeled images and targets."""
+    strong = unlabeled.strong
+    if teach.foundation is not None:
+        _check_logits(
+            "foundation teacher",
+            teach.foundation.labels,
+            "labeled.mask_foundation",
+            labeled.mask_foundation,
+        )
+    if not cfg.copy_paste:
+        return _Mixed(strong, teach.unet, teach.foundation, teach.weight_p)
+    reference = strong.unet if strong.unet is not None else strong.foundation
+    p = reference.shape[-1]
+    boxes = sample_boxes(
+        reference.shape[0],
+        p,
+        area=cfg.cp_area,
+        ratio=cfg.cp_ratio,
+        generator=generator,
+        device=reference.device,
+    )
+    box_p = box_mask(boxes, p, p)
+    images = Views(foundation=None, unet=None)
+    target_u = target_f = None
+    if strong.unet is not None:
+        images.unet = paste(strong.unet, labeled.images.unet, box_p)
+        if teach.unet is not None:
+            target_u = _paste_target(teach.unet, labeled.mask_unet, box_p)
+    if strong.foundation is not None:
+        box_s = box_mask(boxes, p, strong.foundation.shape[-1])
+        images.foundation = paste(strong.foundation, labeled.images.foundation, box_s)
+        if teach.foundation is not None:
+            box_sl = box_mask(boxes, p, labeled.mask_foundation.shape[-1])
+            target_f = _paste_target(teach.foundation, labeled.mask_foundation, box_sl)
+    return _Mixed(images, target_u, target_f, teach.weight_p.masked_fill(box_p, 1.0))
+
+
+def _joint_forward(model: nn.Module, labeled: Tensor, mixed: Tensor) -> tuple[Tensor, Tensor]:
+    """One forward over [labeled; mixed] (BatchNorm sees both), split back into the two parts."""
+    logits = model(torch.cat([labeled, mixed]))
+    return logits[: labeled.shape[0]], logits[labeled.shape[0] :]
+
+
+def _student_terms(
+    models: Models, labeled: LabeledBatch, mixed: _Mixed | None, cfg: MethodConfig
+) -> dict[str, Tensor]:
+    """Student forwards and loss terms (steps 5-7); ``mixed`` None = supervised only."""
+    terms: dict[str, Tensor] = {}
+    mixed_probs: dict[str, Tensor] = {}
+    train_u, train_f = _trains(cfg)
+    for name, trains, model, mask_name in (
+        ("unet", train_u, models.unet, "mask_unet"),
+        ("foundation", train_f, models.foundation, "mask_foundation"),
+    ):
+        if not trains:
+            continue
+        images, mask = getattr(labeled.images, name), getattr(labeled, mask_name)
+        if mixed is None:
+            lab_logits = model(images)
+        else:
+            lab_logits, mix_logits = _joint_forward(model, images, getattr(mixed.images, name))
+            target = getattr(mixed, name)
+            terms[f"unsup/{name}"] = unsupervised_loss(mix_logits, target.labels, target.weight)
+            mixed_probs[name] = softmax(mix_logits)
+        _check_logits(f"{name} student", lab_logits, f"labeled.{mask_name}", mask)
+        terms[f"sup/{name}"] = supervised_loss(lab_logits, mask)
+    if cfg.consistency == "cdcr":
+        terms["cdcr/consensus"], terms["cdcr/divergence"] = consensus_divergence_losses(
+            mixed_probs["foundation"], mixed_probs["unet"]
+        )
+    elif cfg.consistency == "cr":
+        terms["cr/mse"] = consistency_mse(mixed_probs["foundation"], mixed_probs["unet"])
+    return terms
+
+
+def _combine(terms: dict[str, Tensor], lam: float) -> Tensor:
+    """total = sum of supervised terms + lam * sum of the others (paper Eq. 2 with Eq. 7-10)."""
+    supervised = [v for k, v in terms.items() if k.startswith("sup/")]
+    others = [v for k, v in terms.items() if not k.startswith("sup/")]
+    loss = sum(supervised[1:], supervised[0])
+    if others:
+        loss = loss + lam * sum(others[1:], others[0])
+    return loss
+
+
+def synfoc_step(
+    models: Models,
+    labeled: LabeledBatch,
+    unlabeled: UnlabeledBatch,
+    *,
+    cfg: MethodConfig,
+    regions: Sequence[Sequence[int]],
+    lam: float,
+    progress: float,
+    generator: torch.Generator,
+) -> StepOutput:
+    """One SynFoC iteration up to the loss (no backward, no optimizer, no EMA).
+
+    Order: teachers on the weak unlabeled view (no grad) -> SMC alpha -> ensemble pseudo-labels
+    and confidence masks at p and Sl -> copy-paste -> one forward per student over
+    [labeled; mixed] -> supervised, masked unsupervised and CDCR/CR terms ->
+    total = sup_f + sup_u + lam * (unsup_f + unsup_u + L_c + L_d). Call :func:`validate_method`
+    once beforehand; this function does not re-validate the choices.
+
+    Args:
+        models: students and teachers (None where ``cfg.students`` does not train a model;
+            teachers unused with ``cfg.supervised_only``). Mode (train/eval) is the caller's.
+        labeled: weak labeled views and masks at p and at the foundation logits size Sl.
+        unlabeled: weak and strong views (same geometry); same batch size as ``labeled`` when
+            ``cfg.copy_paste``.
+        cfg: the method switches.
+        regions: class indices of each SMC region, ``[c for _, c in spec.eval_regions]``.
+        lam: lambda(t) from :func:`utils.schedules.consistency_ramp`.
+        progress: t / t_max in [0, 1] (alpha strategy ``linear``).
+        generator: on the images' device; drives the copy-paste boxes.
+
+    Returns:
+        :class:`StepOutput`; scalar keys are :func:`expected_scalar_keys` (cfg).
+
+    Raises:
+        ValueError: for a missing model or inconsistent shapes (host metadata only).
+    """
+    _check_models(models, cfg)
+    if cfg.supervised_only:
+        terms = _student_terms(models, labeled, None, cfg)
+        return _output(_combine(terms, lam), terms, lam)
+    _check_batches(labeled, unlabeled, cfg)
+    teach = _teach(models, unlabeled.weak, cfg, regions, progress)
+    mixed = _mix(labeled, unlabeled, teach, cfg, generator)
+    terms = _student_terms(models, labeled, mixed, cfg)
+    extra = {
+        "pseudo/confident_ratio": teach.weight_p.mean(),
+        "pseudo/mask_ratio": mixed.weight_p.mean(),
+    }
+    for key, value in (
+        ("alpha", teach.alpha),
+        ("phi_self", teach.phi_self),
+        ("phi_mutual", teach.phi_mutual),
+    ):
+        if value is not None:
+            extra[f"smc/{key}"] = value.mean()
+    out = _output(_combine(terms, lam), {**terms, **extra}, lam)
+    out.alpha, out.phi_self, out.phi_mutual = teach.alpha, teach.phi_self, teach.phi_mutual
+    out.pseudo_labels = teach.pseudo_labels
+    return out
+
+
+def _output(loss: Tensor, scalars: dict[str, Tensor], lam: float) -> StepOutput:
+    detached = {k: v.detach() for k, v in scalars.items()}
+    # torch.full launches a fill kernel: no host-to-device copy.
+    detached["lambda"] = torch.full((), float(lam), device=loss.device)
+    detached["total"] = loss.detach()
+    return StepOutput(loss=loss, scalars=detached)
