@@ -1,0 +1,290 @@
+"""Per-slice binary segmentation metrics, compatible with medpy 0.5.2, on any torch device.
+
+Definitions (``medpy.metric.binary`` with the default voxel spacing of one pixel and
+connectivity 1, which the reference evaluation uses; see ``reference/SPEC.md`` section 5):
+
+- Dice ``2|P∩T| / (|P|+|T|)`` (``dc``), Jaccard ``|P∩T| / |P∪T|`` (``jc``).
+- Surface of a mask: the mask minus its binary erosion by the 4-connected cross, with pixels
+  outside the slice counted as background (so a mask touching the border has a surface there).
+- ``hd95``: the 95th percentile (numpy's default linear interpolation) of the union of the
+  distances from every prediction-surface pixel to the nearest target-surface pixel and from
+  every target-surface pixel to the nearest prediction-surface pixel.
+- ``asd``: the mean distance from the PREDICTION's surface to the TARGET's surface. medpy's
+  ``asd(result, reference)`` is one-directional, and so is this one.
+
+Empty-mask policy (medpy raises on empty masks; the reference code scored an empty prediction
+as hd95 = asd = 100 and crashed on a false positive over an empty target):
+
+- prediction and target both empty: Dice = Jaccard = 1 (the prediction is right); hd95 and asd
+  are undefined, returned as NaN and left out of nan-means;
+- exactly one of them empty (a missed structure or a false positive): Dice = Jaccard = 0 and
+  hd95 = asd = ``penalty`` pixels (100 in the reference). A miss never scores a perfect 0.
+
+The callers count both cases (``empty_pred``/``empty_target`` flags) and report the counts.
+
+Why not scipy's distance transform, as medpy does: it runs on the CPU, one slice at a time,
+and needs a device-to-host copy per slice. Here the distances are exact Euclidean distances
+computed for all slices of a batch at once on the tensors' device. The batch is first cropped
+to the bounding box of its foreground (exact, see :func:`_crop_to_foreground`). A row pass then
+gives, for every pixel, the horizontal distance to the nearest surface pixel of the other mask
+in its row (cumulative max/min, O(HW)), and the squared distance of a surface pixel is the
+minimum over rows of ``dy² + dx²`` (the exact separable decomposition of the Euclidean distance
+transform), evaluated only at surface pixels, first over nearby rows and over all rows only
+where a nearby minimum cannot be exact (O(surface · window), in bounded chunks). Integer
+arithmetic keeps every squared distance exact; there are a handful of host synchronisations
+per call (the crop, ``nonzero``, the window levels), never one per slice, and no Python loop
+over slices. On a GPU this is a few dozen kernels per batch; on 2 shared CPU cores, 300 slices
+of 384x384 take about 1.5 s for good predictions of a disk-like organ and up to ~7 s for
+independent noisy masks, against 4-7 s for medpy there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Upper bound on the elements of one (surface pixels x rows) block of the nearest-distance
+# search: temporaries stay near 2**23 elements (32-64 MB) whatever the surface sizes.
+_CHUNK_ELEMENTS = 2**23
+# Half-widths of the row windows searched before all rows (see _nearest_sq_distance).
+_WINDOWS = (1, 4, 16, 64)
+# numpy.percentile(..., 95) as medpy's hd95 calls it.
+_HD_QUANTILE = 95 / 100
+
+
+def region_masks(labels: Tensor, regions: Sequence[Sequence[int]]) -> Tensor:
+    """Binary region masks from class-index maps.
+
+    Args:
+        labels: (N, H, W) integer class indices (0 = background).
+        regions: R regions, each a sequence of class indices whose union is the region
+            (fundus: cup = (1,), whole disc = (1, 2)).
+
+    Returns:
+        (N, R, H, W) bool, on ``labels``' device.
+    """
+    if labels.dim() != 3 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"region_masks: labels must be an (N, H, W) integer tensor, got "
+            f"{tuple(labels.shape)} {labels.dtype}"
+        )
+    if not regions or any(len(classes) == 0 for classes in regions):
+        raise ValueError(f"region_masks: every region needs at least one class, got {regions}")
+    masks = []
+    for classes in regions:
+        mask = labels == classes[0]
+        for c in classes[1:]:
+            mask |= labels == c
+        masks.append(mask)
+    return torch.stack(masks, dim=1)
+
+
+def slice_metrics(pred: Tensor, target: Tensor, *, penalty: float = 100.0) -> dict[str, Tensor]:
+    """Dice, Jaccard, HD95 and ASD of each slice of one region (see the module docstring).
+
+    Args:
+        pred, target: (N, H, W) bool masks on the same device (patch resolution).
+        penalty: hd95/asd in pixels when exactly one of the two masks is empty.
+
+    Returns:
+        ``dice``, ``jaccard`` in [0, 1], ``hd95``, ``asd`` in pixels (NaN when both masks are
+        empty): (N,) float64 (float32 on devices without float64, e.g. MPS);
+        ``empty_pred``, ``empty_target``: (N,) bool.
+    """
+    _check_masks(pred, target)
+    pred, target = _crop_to_foreground(pred, target)
+    dtype = torch.float32 if pred.device.type == "mps" else torch.float64
+    inter, size_p, size_t = (_count(m).to(dtype) for m in (pred & target, pred, target))
+    empty_pred, empty_target = size_p == 0, size_t == 0
+    both_empty = empty_pred & empty_target
+    one = torch.ones_like(inter)
+    # Both empty: 0/0, defined as 1 like medpy >= 0.5; one empty gives 0 by the formulas.
+    dice = torch.where(both_empty, one, 2 * inter / (size_p + size_t).clamp_min(1))
+    jaccard = torch.where(both_empty, one, inter / (size_p + size_t - inter).clamp_min(1))
+    valid = ~(empty_pred | empty_target)
+    hd95, asd = _surface_metrics(pred, target, valid, dtype)
+    nan = torch.full_like(inter, float("nan"))
+    fallback = torch.where(both_empty, nan, torch.full_like(inter, penalty))
+    return {
+        "dice": dice,
+        "jaccard": jaccard,
+        "hd95": torch.where(valid, hd95, fallback),
+        "asd": torch.where(valid, asd, fallback),
+        "empty_pred": empty_pred,
+        "empty_target": empty_target,
+    }
+
+
+def _crop_to_foreground(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Crop every slice to the bounding box of all foreground pixels of the batch.
+
+    Exact for every metric: overlaps and distances ignore the cut background, and surfaces do
+    not change since pixels outside the crop are background either way (``border_value=0``).
+    The dense passes then cover only the organ's neighbourhood. One host sync.
+    """
+    h = pred.shape[1]
+    occupied = (pred | target).any(0)
+    lines = torch.cat([occupied.any(1), occupied.any(0)]).nonzero().flatten().tolist()
+    rows = [i for i in lines if i < h]
+    cols = [i - h for i in lines if i >= h]
+    if not rows:  # no foreground at all: every slice is both-empty
+        return pred[:, :1, :1], target[:, :1, :1]
+    box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return pred[box], target[box]
+
+
+def _count(mask: Tensor) -> Tensor:
+    """(N, H, W) bool -> (N,) int32 number of True pixels (a byte sum: faster than bool sum)."""
+    return mask.flatten(1).view(torch.uint8).sum(1, dtype=torch.int32)
+
+
+def _check_masks(pred: Tensor, target: Tensor) -> None:
+    for name, mask in (("pred", pred), ("target", target)):
+        if mask.dtype != torch.bool or mask.dim() != 3:
+            raise ValueError(
+                f"slice_metrics: {name} must be an (N, H, W) bool tensor, got "
+                f"{tuple(mask.shape)} {mask.dtype}"
+            )
+    if pred.shape != target.shape or pred.device != target.device:
+        raise ValueError(
+            f"slice_metrics: pred {tuple(pred.shape)} on {pred.device} and target "
+            f"{tuple(target.shape)} on {target.device} must match in shape and device"
+        )
+    h, w = pred.shape[1:]
+    # Squared distances are int32: (H + W)^2 plus a squared offset must stay below 2^31.
+    if h + w > 30000:
+        raise ValueError(f"slice_metrics: slices of {h}x{w} exceed the supported H + W <= 30000")
+
+
+def surface(mask: Tensor) -> Tensor:
+    """Surface pixels: (N, H, W) bool -> (N, H, W) bool, ``mask`` XOR its 4-connected erosion.
+
+    Pixels outside the slice count as background (scipy's ``border_value=0``).
+    """
+    p = F.pad(mask, (1, 1, 1, 1))
+    core = p[:, 1:-1, 1:-1]
+    eroded = core & p[:, :-2, 1:-1] & p[:, 2:, 1:-1] & p[:, 1:-1, :-2] & p[:, 1:-1, 2:]
+    return mask & ~eroded
+
+
+def _row_distance(border: Tensor) -> Tensor:
+    """Horizontal distance to the nearest border pixel of the same row.
+
+    Args:
+        border: (M, H, W) bool.
+
+    Returns:
+        (M, H, W) int32 ``min |x - x'|`` over border pixels (y, x') of row y; ``H + W`` (more
+        than any in-slice distance) where the row has no border pixel.
+    """
+    _, h, w = border.shape
+    far = h + w
+    # Scans run along the contiguous last dimension: several times faster on the CPU.
+    cols = torch.arange(w, device=border.device, dtype=torch.int32)
+    left = torch.where(border, cols, cols.new_tensor(-far)).cummax(dim=2).values
+    right = torch.where(border, cols, cols.new_tensor(w + far)).flip(2).cummin(dim=2).values
+    return torch.minimum(cols - left, right.flip(2) - cols).clamp_max(far)
+
+
+def _nearest_sq_distance(points: Tensor, row_dist: Tensor) -> Tensor:
+    """Exact squared Euclidean distance from each point to the nearest border pixel.
+
+    Args:
+        points: (Q, 3) int64 (slice m, row y, column x).
+        row_dist: (M, H, W) int32 from :func:`_row_distance` of the border searched.
+
+    Returns:
+        (Q,) int32 ``min over rows y' of (y - y')^2 + row_dist[m, y', x]^2``.
+    """
+    h = row_dist.shape[1]
+    best = torch.empty(points.shape[0], dtype=torch.int32, device=points.device)
+    todo = torch.arange(points.shape[0], device=points.device)
+    # Most surface pixels have a near partner: search rows within +-k first. A minimum
+    # d^2 <= (k+1)^2 found there is exact, since every row outside has dy^2 >= (k+1)^2; only
+    # the remaining points move on to a wider search (one host sync per level).
+    for k in _WINDOWS:
+        if 2 * k + 1 >= h:
+            break
+        offsets = torch.arange(-k, k + 1, device=points.device)
+        sq = _min_over_rows(points[todo], row_dist, offsets)
+        best[todo] = sq
+        todo = todo[sq > (k + 1) ** 2]
+        if todo.numel() == 0:
+            return best
+    best[todo] = _min_over_rows(points[todo], row_dist, None)
+    return best
+
+
+def _min_over_rows(points: Tensor, row_dist: Tensor, offsets: Tensor | None) -> Tensor:
+    """min of dy^2 + dx^2 over the rows ``y + offsets`` (clamped to the slice), or over every
+    row when ``offsets`` is None; computed in chunks of bounded size."""
+    h = row_dist.shape[1]
+    all_rows = torch.arange(h, device=points.device)
+    width = h if offsets is None else offsets.numel()
+    chunk = max(1, _CHUNK_ELEMENTS // width)
+    out = [torch.empty(0, dtype=torch.int32, device=points.device)]
+    for start in range(0, points.shape[0], chunk):
+        m, y, x = points[start : start + chunk, :, None].unbind(1)
+        rows = all_rows if offsets is None else (y + offsets).clamp(0, h - 1)
+        dx = row_dist[m, rows, x]
+        dy = (rows - y).to(torch.int32)
+        out.append((dy * dy + dx * dx).amin(dim=1))
+    return torch.cat(out)
+
+
+def _surface_metrics(
+    pred: Tensor, target: Tensor, valid: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """hd95 and asd (N,) of ``dtype`` for the ``valid`` slices (both masks non-empty); the
+    values of the other slices are meaningless and replaced by the caller."""
+    n = pred.shape[0]
+    keep = valid.view(n, 1, 1)
+    # Slices 0..N-1: prediction surfaces (searched against target surfaces); N..2N-1: targets.
+    borders = torch.cat([surface(pred) & keep, surface(target) & keep])
+    row_dist = _row_distance(torch.cat([borders[n:], borders[:n]]))
+    points = borders.nonzero()
+    if points.shape[0] == 0:
+        nan = torch.full((n,), float("nan"), dtype=dtype, device=pred.device)
+        return nan, nan
+    sq = _nearest_sq_distance(points, row_dist)
+    dist = sq.to(dtype).sqrt()
+    slice_id = points[:, 0] % n
+    from_pred = (points[:, 0] < n).to(dtype)
+    zeros = torch.zeros(n, dtype=dtype, device=pred.device)
+    asd = zeros.index_add(0, slice_id, dist * from_pred) / zeros.index_add(0, slice_id, from_pred)
+    # Every squared distance inside an H x W slice is below H^2 + W^2.
+    span = pred.shape[1] ** 2 + pred.shape[2] ** 2
+    return _grouped_percentile(sq, slice_id, n, span, dtype), asd
+
+
+def _grouped_percentile(
+    sq: Tensor, group: Tensor, n: int, span: int, dtype: torch.dtype, q: float = _HD_QUANTILE
+) -> Tensor:
+    """numpy.percentile (linear method, quantile ``q``) of the distances ``sqrt(sq)`` per group.
+
+    Args:
+        sq: (Q,) int32 squared distances in [0, span); group: (Q,) int64 in [0, n).
+
+    Returns:
+        (n,) ``dtype``; groups without values get an arbitrary finite value.
+    """
+    count = torch.zeros(n, dtype=torch.int64, device=sq.device).index_add(
+        0, group, torch.ones_like(group)
+    )
+    offset = count.cumsum(0) - count
+    # One sort orders the values within every group: groups occupy disjoint key ranges.
+    ordered = (group * span + sq.long()).sort().values % span
+    last = (count - 1).clamp_min(0)
+    virtual = last.to(dtype) * q
+    lower = virtual.floor().long()
+    upper = (lower + 1).minimum(last)
+    gamma = virtual - lower.to(dtype)
+    top = sq.shape[0] - 1
+    a = ordered[(offset + lower).clamp_max(top)].to(dtype).sqrt()
+    b = ordered[(offset + upper).clamp_max(top)].to(dtype).sqrt()
+    # numpy's _lerp: interpolate from the nearer end for numerical symmetry.
+    diff = b - a
+    return torch.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
