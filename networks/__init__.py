@@ -95,6 +95,10 @@ FOUNDATIONS: dict[str, Foundation] = {
     "vit_h": Foundation(
         "SAM ViT-H", _vit("vit_h"), "sam_vit_h_4b8939.pth", SAM_SOURCE + "sam_vit_h_4b8939.pth"
     ),
+    # Random weights: the speed of a ViT-B run can be measured without downloading MedSAM.
+    "vit_b_random": Foundation(
+        "SAM ViT-B architecture, random weights (benchmarks)", _vit("vit_b")
+    ),
     "tiny": Foundation("tiny random ViT for tests (64 px)", _vit("tiny")),
 }
 

@@ -1,0 +1,189 @@
+"""End to end on CPU: train.py and test.py on tiny models and tiny synthetic data, through the
+same loaders, step, evaluation and checkpoint code a GPU run uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import test as test_cli
+import train as train_cli
+from dataloaders.synthetic import generate_synthetic
+from utils.checkpoint import load_checkpoint
+from utils.trainer import Trainer
+
+# A run small enough for two CPU cores: 64-px tiny ViT, 4-channel U-Net at 32 px.
+TINY = [
+    "--set", "model.foundation=tiny",
+    "--set", "model.image_size=64",
+    "--set", "model.unet_width=4",
+    "--set", "data.patch_size=32",
+    "--set", "data.lb_num=4",
+    "--set", "data.labeled_bs=2",
+    "--set", "data.unlabeled_bs=2",
+    "--set", "eval.batch_size=8",
+    "--device", "cpu",
+    "--no_progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    return generate_synthetic(root, seed=3, train_per_domain=6, test_per_domain=2, size=64)
+
+
+def train(data_root: Path, out: Path, iterations: int, *extra: str) -> int:
+    args = ["--config", "configs/demo.yaml", "--root", str(data_root), "--out", str(out)]
+    args += ["--max_iterations", str(iterations), "--set", "train.eval_interval=2"]
+    args += ["--set", "train.log_interval=1", "--set", "train.checkpoint_interval=1"]
+    return train_cli.main(args + TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert train(data_root, out, 4) == 0
+    return out
+
+
+def test_train_writes_every_contract_file(run_dir: Path) -> None:
+    assert (run_dir / "config.yaml").is_file()
+    assert "step 4/4" in (run_dir / "train.log").read_text()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run_dir / "eval").glob("*.json")) == ["2.json", "4.json"]
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert last["step"] == 4 and best["step"] in (2, 4)
+    assert set(last["models"]) == {"unet", "unet_teacher", "foundation", "foundation_teacher"}
+    # The foundation model is stored as its trainable tensors only (LoRA, decoder, prompt).
+    foundation = last["models"]["foundation"]
+    assert any(".lora_" in k for k in foundation)
+    assert not any(k.startswith("image_encoder.") and ".lora_" not in k for k in foundation)
+    assert last["config"]["model"]["foundation"] == "tiny"
+
+
+def test_eval_json_holds_both_students_per_domain(run_dir: Path) -> None:
+    results = json.loads((run_dir / "eval" / "4.json").read_text())["results"]
+    assert set(results) == {"unet", "foundation"}
+    assert set(results["unet"]["domains"]) == {"siteA", "siteB", "siteC"}
+    dice = results["foundation"]["mean"]["mean"]["dice"]
+    assert 0.0 <= dice <= 1.0
+
+
+def test_test_cli_reproduces_the_final_evaluation(run_dir: Path, capsys) -> None:
+    assert test_cli.main(["--run", str(run_dir), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "siteA" in printed and "mean" in printed
+    tested = json.loads((run_dir / "test_last.json").read_text())["results"]
+    final = json.loads((run_dir / "eval" / "4.json").read_text())["results"]
+    for model in ("unet", "foundation"):
+        assert tested[model]["mean"]["mean"]["dice"] == pytest.approx(
+            final[model]["mean"]["mean"]["dice"], abs=1e-6
+        )
+    rows = (run_dir / "test_last.csv").read_text().splitlines()
+    assert rows[0].startswith("model") and len(rows) > 6
+
+
+def test_test_cli_teachers_and_single_model(run_dir: Path) -> None:
+    args = ["--run", str(run_dir), "--device", "cpu", "--model", "unet", "--teachers"]
+    assert test_cli.main(args + ["--checkpoint", "best", "--save_predictions"]) == 0
+    results = json.loads((run_dir / "test_best.json").read_text())["results"]
+    assert set(results) == {"unet", "unet_teacher"}
+    assert list((run_dir / "predictions_best" / "unet" / "siteB").glob("*.png"))
+
+
+def test_resume_continues_the_same_run(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """A run killed after step 3 and resumed ends with the same weights as an uninterrupted one."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert train(data_root, straight, 5) == 0
+
+    original = Trainer.train_step
+
+    def crash_at_step_3(self):
+        if self.step == 3:
+            raise KeyboardInterrupt  # as if the job were killed mid-run
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_root, killed, 5)
+    assert load_checkpoint(killed / "checkpoints" / "last.pt")["step"] == 3
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert train_cli.main(["--resume", str(killed), "--no_progress"]) == 0
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(killed / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 5
+    for model in a["models"]:
+        for name, tensor in a["models"][model].items():
+            assert torch.equal(tensor, b["models"][model][name]), f"{model}.{name} differs"
+
+
+def test_existing_run_needs_resume(run_dir: Path, data_root: Path, capsys) -> None:
+    assert train(data_root, run_dir, 4) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "config.yaml").write_text("train: {seed: 1}\n")
+    assert train_cli.main(["--resume", str(tmp_path)]) == 2
+    assert "last.pt" in capsys.readouterr().err
+
+
+def test_unknown_config_key_is_a_one_line_error(capsys) -> None:
+    assert train_cli.main(["--config", "configs/demo.yaml", "--set", "method.alpah=smc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "method.alpah" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "evaluated"),
+    [
+        (["method.supervised_only=true", "method.consistency=none"], {"unet", "foundation"}),
+        (["method.students=unet", "method.consistency=none"], {"unet"}),
+        (["method.students=foundation", "method.consistency=none"], {"foundation"}),
+        (["method.alpha=cps", "method.consistency=cr"], {"unet", "foundation"}),
+    ],
+    ids=["suponly", "unet-only", "foundation-only", "cps-cr"],
+)
+def test_baselines_train_and_evaluate(
+    data_root: Path, tmp_path: Path, overrides, evaluated
+) -> None:
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    assert train(data_root, tmp_path / "run", 2, *sets) == 0
+    results = json.loads((tmp_path / "run" / "eval" / "2.json").read_text())["results"]
+    assert set(results) == evaluated
+
+
+def test_real_busi_files_train_and_evaluate(busi_root: Path, tmp_path: Path) -> None:
+    """A few steps on a handful of real BUSI images (the real-data path stays covered)."""
+    root = tmp_path / "busi"
+    for domain, count in (("benign", 10), ("malignant", 5)):
+        (root / domain).mkdir(parents=True)
+        for i in range(1, count + 1):
+            for path in (busi_root / domain).glob(f"{domain} ({i})*.png"):
+                shutil.copy(path, root / domain / path.name)
+    out = tmp_path / "run"
+    args = ["--config", "configs/busi.yaml", "--root", str(root), "--out", str(out)]
+    args += ["--max_iterations", "2", "--lb_num", "4", "--set", "train.eval_interval=2"]
+    assert train_cli.main(args + TINY) == 0
+    results = json.loads((out / "eval" / "2.json").read_text())["results"]
+    assert set(results["foundation"]["domains"]) == {"benign", "malignant"}
+    assert results["unet"]["domains"]["benign"]["n"] == 2  # int(0.2 * 10) test images
+
+
+def test_summarize_builds_the_paper_table(run_dir: Path, tmp_path: Path, capsys) -> None:
+    from scripts import summarize
+
+    out = tmp_path / "table"
+    assert summarize.main([str(run_dir), "--out", str(out)]) == 0
+    table = (out.with_suffix(".md")).read_text()
+    assert "siteA Dice" in table and "SynFoC" in table and "U-Net" in table
+    rows = out.with_suffix(".csv").read_text().splitlines()
+    assert len(rows) == 3  # header + one row per student
+    assert summarize.main([str(run_dir), "--by_labeled_domain"]) == 0
+    assert "labeled 1" in capsys.readouterr().out

@@ -1,0 +1,133 @@
+"""Train SynFoC (or one of its ablations / baselines) from a config.
+
+    python train.py --config configs/prostate.yaml --root ../data/ProstateSlice --lb_domain 1
+    python train.py --config configs/demo.yaml --set method.alpha=self --set train.seed=2
+    python train.py --resume runs/prostate/<name>          # continue a killed run
+
+The run folder receives config.yaml, train.log, tb/, checkpoints/{last,best}.pt and
+eval/<step>.json (see README, "Runs").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from dataloaders.datasets import DataError
+from utils.checkpoint import CheckpointError
+from utils.config import Config, ConfigError, load_config, save_config
+
+logger = logging.getLogger("train")
+
+# Common flags and the config keys they set (each is also reachable with --set).
+FLAGS = {
+    "dataset": "data.dataset",
+    "root": "data.root",
+    "lb_domain": "data.lb_domain",
+    "lb_num": "data.lb_num",
+    "foundation": "model.foundation",
+    "checkpoint": "model.checkpoint",
+    "max_iterations": "train.max_iterations",
+    "out": "train.out",
+    "device": "train.device",
+    "seed": "train.seed",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="YAML experiment config (configs/<name>.yaml)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key (repeatable)",
+    )
+    for flag, key in FLAGS.items():
+        parser.add_argument(f"--{flag}", help=f"sets {key}")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN_DIR",
+        help="continue from RUN_DIR/checkpoints/last.pt (default RUN_DIR: the config's)",
+    )
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def default_run_name(config: Config) -> str:
+    """E.g. ``synfoc_both_litemedsam_d1_n20_s1337`` (method, students, foundation, labels, seed)."""
+    method, data = config.method, config.data
+    kind = "suponly" if method.supervised_only else "synfoc"
+    foundation = config.model.foundation if method.students != "unet" else "none"
+    labels = f"d{data.lb_domain}_n{data.lb_num}"
+    return f"{kind}_{method.students}_{foundation}_{labels}_s{config.train.seed}"
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
+    """The run's config and folder; on --resume the run's saved config.yaml is the base."""
+    overrides = [f"{FLAGS[f]}={getattr(args, f)}" for f in FLAGS if getattr(args, f) is not None]
+    overrides += args.set
+    if args.resume:  # an explicit run folder: its saved config, plus any overrides
+        run_dir = Path(args.resume)
+        return load_config(run_dir / "config.yaml", overrides), run_dir
+    if args.config is None:
+        raise ConfigError("give --config FILE (or --resume RUN_DIR)")
+    config = load_config(args.config, overrides)
+    config.train.name = config.train.name or default_run_name(config)
+    run_dir = Path(config.train.out or Path("runs") / config.data.dataset / config.train.name)
+    config.train.out = str(run_dir)
+    return config, run_dir
+
+
+def check_config(config: Config) -> None:
+    """Fail before any heavy work on a config whose choices are invalid."""
+    from dataloaders.specs import get_spec
+    from utils.synfoc import validate_method
+
+    try:
+        get_spec(config.data.dataset)
+        validate_method(config.method)
+    except (KeyError, ValueError) as error:
+        raise ConfigError(error.args[0]) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    resume = args.resume is not None
+    try:
+        config, run_dir = resolve_config(args)
+        check_config(config)
+        last = run_dir / "checkpoints" / "last.pt"
+        if resume and not last.is_file():
+            raise CheckpointError(f"--resume: {last} does not exist")
+        if not resume and last.is_file():
+            raise ConfigError(
+                f"{run_dir} already holds a run; use --resume {run_dir} or another --out"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        from utils.logging import setup_logging  # after the checks: no log file for a bad command
+
+        setup_logging(run_dir / "train.log")
+        logger.info("command: %s", " ".join(sys.argv))
+        save_config(config, run_dir / "config.yaml")
+        from utils.trainer import (
+            Trainer,
+        )  # heavy imports (torch, models) only once the CLI is valid
+
+        Trainer(config, run_dir, resume=resume, progress=not args.no_progress).fit()
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as error:
+        # Bad input: one line, no traceback. Anything else is a bug and keeps its traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Build what a run needs from its config: device, models, sizes, data and predictors.
+
+Shared by the trainer, ``test.py`` and ``scripts/bench.py`` so that all three construct exactly
+the same objects from the same config.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from dataloaders.datasets import (
+    DataSplits,
+    SegmentationDataset,
+    build_splits,
+    load_samples,
+    scan_split,
+)
+from dataloaders.specs import DatasetSpec
+from dataloaders.transforms import resize_images
+from networks import FOUNDATIONS, build_foundation, build_unet
+from utils.config import Config, ConfigError
+from utils.ema import make_teacher
+from utils.evaluation import Predictor
+from utils.synfoc import Models
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Square resolutions of one run, in pixels.
+
+    ``canvas``: cached images and augmentation; ``patch``: U-Net input and metric resolution;
+    ``foundation`` / ``logits``: foundation-model input and output (None without a foundation).
+    """
+
+    canvas: int
+    patch: int
+    foundation: int | None
+    logits: int | None
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but CUDA is not available on this machine")
+    return device
+
+
+def configure_backend(device: torch.device, deterministic: bool) -> None:
+    """Fast defaults on CUDA (TF32, cuDNN autotuning) unless determinism is asked for."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (model initialisation; data use their own generator)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def trains_unet(config: Config) -> bool:
+    return config.method.students in ("both", "unet")
+
+
+def trains_foundation(config: Config) -> bool:
+    return config.method.students in ("both", "foundation")
+
+
+def build_students(config: Config, spec: DatasetSpec) -> tuple[nn.Module | None, nn.Module | None]:
+    """The U-Net and foundation students this config trains (None for the one it does not)."""
+    unet = foundation = None
+    if trains_unet(config):
+        unet = build_unet(spec.in_channels, spec.num_classes, width=config.model.unet_width)
+    if trains_foundation(config):
+        name = config.model.foundation
+        if name not in FOUNDATIONS:
+            raise ConfigError(
+                f"model.foundation: unknown {name!r}; expected one of {list(FOUNDATIONS)}"
+            )
+        # A model with a fixed input (LiteMedSAM: 256) ignores the dataset's ViT default (512).
+        fixed = FOUNDATIONS[name].fixed_size
+        foundation = build_foundation(
+            name,
+            num_classes=spec.num_classes,
+            in_channels=spec.in_channels,
+            image_size=fixed or config.model.image_size or spec.foundation_size,
+            checkpoint=config.model.checkpoint,
+            lora_rank=config.model.lora_rank,
+        )
+    return unet, foundation
+
+
+def build_models(config: Config, spec: DatasetSpec, device: torch.device) -> Models:
+    """Students and their EMA teachers on ``device`` (U-Net channels-last on CUDA)."""
+    unet, foundation = build_students(config, spec)
+    if unet is not None and device.type == "cuda":
+        unet = unet.to(memory_format=torch.channels_last)
+    teachers_needed = not config.method.supervised_only
+
+    def pair(student: nn.Module | None) -> tuple[nn.Module | None, nn.Module | None]:
+        if student is None:
+            return None, None
+        student = student.to(device)
+        return student, make_teacher(student) if teachers_needed else None
+
+    unet, unet_teacher = pair(unet)
+    foundation, foundation_teacher = pair(foundation)
+    return Models(unet, unet_teacher, foundation, foundation_teacher)
+
+
+def run_sizes(config: Config, spec: DatasetSpec, models: Models) -> Sizes:
+    """Resolutions implied by the config and the built models."""
+    patch = config.data.patch_size or spec.patch_size
+    foundation = logits = None
+    if models.foundation is not None:
+        foundation, logits = models.foundation.input_size, models.foundation.logits_size
+    canvas = config.data.canvas_size or max(patch, foundation or 0)
+    return Sizes(canvas=canvas, patch=patch, foundation=foundation, logits=logits)
+
+
+def build_data(
+    config: Config, spec: DatasetSpec, sizes: Sizes, progress: bool = True
+) -> DataSplits:
+    """Decoded, cached labeled / unlabeled / test sets of the config's dataset."""
+    if config.data.labeled_bs != config.data.unlabeled_bs:
+        raise ConfigError(
+            "data.labeled_bs and data.unlabeled_bs must be equal: copy-paste pairs labeled "
+            f"sample i with unlabeled sample i (got {config.data.labeled_bs} and "
+            f"{config.data.unlabeled_bs})"
+        )
+    return build_splits(
+        spec,
+        config.data.root,
+        config.data.lb_domain,
+        config.data.lb_num,
+        canvas_size=sizes.canvas,
+        patch_size=sizes.patch,
+        lb_seed=config.data.lb_seed,
+        labeled_bs=config.data.labeled_bs,
+        unlabeled_bs=config.data.unlabeled_bs,
+        progress=progress,
+    )
+
+
+def model_predictor(model: nn.Module, input_size: int) -> Predictor:
+    """Canvas images (B, C, Sc, Sc) in [0, 1] -> the model's logits at its own output size."""
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return model(resize_images(images, input_size))
+
+    return predict
+
+
+def build_predictors(
+    models: Models, sizes: Sizes, names: tuple[str, ...], teachers: bool = False
+) -> dict[str, Predictor]:
+    """Predictors for the requested students (``unet`` / ``foundation``) that exist in ``models``,
+    plus their teachers (``<name>_teacher``) when asked."""
+    inputs = {"unet": sizes.patch, "foundation": sizes.foundation}
+    predictors = {}
+    for name in names:
+        for suffix in ("", "_teacher") if teachers else ("",):
+            model = getattr(models, name + suffix)
+            if model is not None:
+                predictors[name + suffix] = model_predictor(model, inputs[name])
+    return predictors
+
+
+def build_test_sets(
+    spec: DatasetSpec, root: str, sizes: Sizes, progress: bool = True
+) -> dict[str, SegmentationDataset]:
+    """Each domain's test set (images on the canvas, masks at the patch size), nothing else."""
+    test_sets = {}
+    for index, domain in enumerate(spec.domains):
+        files = scan_split(spec, root, index, "test")
+        samples = load_samples(
+            spec,
+            files,
+            [index] * len(files),
+            canvas_size=sizes.canvas,
+            mask_size=sizes.patch,
+            progress=progress,
+        )
+        test_sets[domain] = SegmentationDataset(samples)
+    return test_sets

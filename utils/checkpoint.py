@@ -1,0 +1,65 @@
+"""Versioned, atomically written training checkpoints.
+
+A checkpoint is one dict (see :data:`FORMAT_VERSION` and :func:`save_checkpoint`):
+
+- ``format_version``, ``step`` (iterations completed), ``config`` (the resolved config dict);
+- ``models``: ``unet`` / ``unet_teacher`` (full state dicts) and ``foundation`` /
+  ``foundation_teacher`` (trainable tensors only, under their real names; the frozen encoder is
+  rebuilt from ``foundation_base``), ``None`` for a model that is not trained;
+- ``foundation_base``: name and weight file of the foundation model the run started from;
+- ``optimizers``, ``best`` (metric and step of ``best.pt``), ``rng`` and ``sampler`` states.
+
+Files are written to a temporary name in the same folder and moved into place with
+``os.replace``, so a run killed mid-write never leaves a truncated ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or of another format."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` (with ``format_version`` added) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: if the file is missing, unreadable, or has another ``format_version``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is unreadable: {error}") from error
+    version = state.get("format_version") if isinstance(state, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format_version {version!r}; this code reads {FORMAT_VERSION}"
+        )
+    return state
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
+    """``last`` / ``best`` inside ``run_dir/checkpoints``, or ``which`` as a path."""
+    if which in ("last", "best"):
+        return Path(run_dir) / "checkpoints" / f"{which}.pt"
+    return Path(which)

@@ -1,0 +1,505 @@
+"""The training loop around :func:`utils.synfoc.synfoc_step`.
+
+Per iteration (DESIGN.md, "One iteration"): draw labeled and unlabeled indices on the device,
+gather the cached uint8 canvases, augment them on the device (weak for both, strong on top of the
+weak unlabeled view), resize to each model's input, run one SynFoC step under bf16 autocast
+(CUDA), one backward, both optimizers, then the EMA teachers. Scalars stay on the device and are
+read back once every ``train.log_interval`` steps. Every ``train.eval_interval`` steps the students
+are evaluated on every domain's test set, ``eval/<step>.json`` is written and ``last.pt`` /
+``best.pt`` are saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from dataloaders.sampler import RandomBatches
+from dataloaders.specs import get_spec
+from dataloaders.transforms import (
+    AugmentParams,
+    resize_images,
+    resize_masks,
+    strong_augment,
+    weak_augment,
+)
+from utils.build import (
+    build_data,
+    build_models,
+    build_predictors,
+    configure_backend,
+    run_sizes,
+    seed_everything,
+    select_device,
+)
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.config import Config, config_to_dict
+from utils.ema import ema_update
+from utils.evaluation import evaluate, format_table, to_json_ready
+from utils.logging import prediction_grid
+from utils.metrics import region_masks
+from utils.schedules import consistency_ramp, foundation_lr
+from utils.synfoc import (
+    LabeledBatch,
+    Models,
+    StepOutput,
+    UnlabeledBatch,
+    Views,
+    synfoc_step,
+    validate_method,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ScalarMeter:
+    """Running sums of 0-dim device tensors; one host transfer per :meth:`read`."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    def add(self, scalars: dict[str, torch.Tensor]) -> None:
+        for name, value in scalars.items():
+            value = value.detach().float()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._count += 1
+
+    def read(self) -> dict[str, float]:
+        """Means since the last read (the only synchronising call), then reset."""
+        if not self._sums:
+            return {}
+        names = list(self._sums)
+        values = (torch.stack([self._sums[n] for n in names]) / self._count).tolist()
+        self._sums, self._count = {}, 0
+        return dict(zip(names, values))
+
+
+def build_optimizers(models: Models, config: Config) -> dict[str, torch.optim.Optimizer]:
+    """SGD for the U-Net and AdamW for the foundation model's trainable tensors (paper 4.1)."""
+    optim, optimizers = config.optim, {}
+    if models.unet is not None:
+        optimizers["unet"] = torch.optim.SGD(
+            models.unet.parameters(),
+            lr=optim.unet_lr,
+            momentum=optim.unet_momentum,
+            weight_decay=optim.unet_weight_decay,
+        )
+    if models.foundation is not None:
+        params = [p for p in models.foundation.parameters() if p.requires_grad]
+        optimizers["foundation"] = torch.optim.AdamW(
+            params,
+            lr=optim.foundation_lr,
+            betas=optim.foundation_betas,
+            weight_decay=optim.foundation_weight_decay,
+            fused=params[0].is_cuda,
+        )
+    return optimizers
+
+
+def region_dice(
+    pred: torch.Tensor, target: torch.Tensor, regions: list[tuple[int, ...]]
+) -> torch.Tensor:
+    """Dice of label maps (B, H, W) per region over the whole batch -> (R,); 1 if both empty."""
+    a, b = region_masks(pred, regions), region_masks(target, regions)
+    inter = (a & b).sum((0, 2, 3)).float()
+    total = (a.sum((0, 2, 3)) + b.sum((0, 2, 3))).float()
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+class Trainer:
+    """Builds a run from its config and trains it; see the module docstring.
+
+    Args:
+        config: the resolved experiment config.
+        run_dir: output folder (config.yaml, train.log, tb/, checkpoints/, eval/).
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        progress: show tqdm bars.
+    """
+
+    def __init__(
+        self, config: Config, run_dir: Path, *, resume: bool = False, progress: bool = True
+    ):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.spec = get_spec(config.data.dataset)
+        validate_method(config.method)
+        self.device = select_device(config.train.device)
+        configure_backend(self.device, config.train.deterministic)
+        seed_everything(config.train.seed)
+        self.models = build_models(config, self.spec, self.device)
+        self.step_models = self._compiled(self.models) if config.train.compile else self.models
+        self.sizes = run_sizes(config, self.spec, self.models)
+        self.data = build_data(config, self.spec, self.sizes, progress=progress)
+        self.labeled = self.data.labeled.samples
+        self.unlabeled = self.data.unlabeled.samples
+        self._move_train_data()
+        self.max_iterations = config.train.max_iterations or self.spec.max_iterations
+        self.regions = [classes for _, classes in self.spec.eval_regions]
+        self.augment = AugmentParams.from_spec(self.spec)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
+        batch_size = config.data.labeled_bs
+        self.labeled_batches = RandomBatches(
+            len(self.labeled.names), batch_size, self.generator, self.device
+        )
+        self.unlabeled_batches = RandomBatches(
+            len(self.unlabeled.names), batch_size, self.generator, self.device
+        )
+        self.optimizers = build_optimizers(self.models, config)
+        self.meter = ScalarMeter()
+        self.step, self.best = 0, {"metric": -math.inf, "step": None}
+        if resume:
+            self._load(self.run_dir / "checkpoints" / "last.pt")
+        self.writer = SummaryWriter(self.run_dir / "tb", purge_step=self.step if resume else None)
+
+    # ----------------------------------------------------------------------------- set-up helpers
+    def _move_train_data(self) -> None:
+        for samples in (self.labeled, self.unlabeled):
+            samples.images = samples.images.to(self.device)
+            samples.masks = samples.masks.to(self.device)
+
+    @staticmethod
+    def _compiled(models: Models) -> Models:
+        wrap = lambda m: torch.compile(m) if m is not None else None  # noqa: E731
+        return Models(
+            *(
+                wrap(m)
+                for m in (
+                    models.unet,
+                    models.unet_teacher,
+                    models.foundation,
+                    models.foundation_teacher,
+                )
+            )
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda" and self.config.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_modes(self) -> None:
+        """Students train; teachers use batch statistics (reference) or their EMA'd running ones."""
+        teacher_train = self.config.method.teacher_bn == "batch"
+        for name in ("unet", "foundation"):
+            for model, train in (
+                (getattr(self.models, name), True),
+                (getattr(self.models, name + "_teacher"), teacher_train),
+            ):
+                if model is not None:
+                    model.train(train)
+
+    def _eval_modes(self) -> None:
+        for model in vars(self.models).values():
+            if model is not None:
+                model.eval()
+
+    # ------------------------------------------------------------------------------- one iteration
+    def _views(self, images: torch.Tensor) -> Views:
+        foundation = resize_images(images, self.sizes.foundation) if self.sizes.foundation else None
+        return Views(foundation=foundation, unet=resize_images(images, self.sizes.patch))
+
+    def _next_batches(self) -> tuple[LabeledBatch, UnlabeledBatch, torch.Tensor]:
+        """Augmented labeled and unlabeled batches, and the unlabeled ground truth at the patch
+        size (for diagnostics only: it never reaches the step)."""
+        fill, g = self.spec.rotation_fill_class, self.generator
+        li, ui = self.labeled_batches.next(), self.unlabeled_batches.next()
+        lx, ly = weak_augment(
+            self.labeled.images[li], self.labeled.masks[li], g, self.augment, fill_class=fill
+        )
+        ux, uy = weak_augment(
+            self.unlabeled.images[ui], self.unlabeled.masks[ui], g, self.augment, fill_class=fill
+        )
+        strong = strong_augment(ux, g, self.augment)
+        mask_foundation = resize_masks(ly, self.sizes.logits) if self.sizes.logits else None
+        labeled = LabeledBatch(self._views(lx), mask_foundation, resize_masks(ly, self.sizes.patch))
+        unlabeled = UnlabeledBatch(weak=self._views(ux), strong=self._views(strong))
+        return labeled, unlabeled, resize_masks(uy, self.sizes.patch)
+
+    def _set_learning_rates(self) -> None:
+        if "foundation" not in self.optimizers:
+            return
+        optim = self.config.optim
+        lr = foundation_lr(
+            self.step,
+            optim.foundation_lr,
+            self.max_iterations,
+            optim.foundation_warmup,
+            optim.foundation_schedule,
+        )
+        for group in self.optimizers["foundation"].param_groups:
+            group["lr"] = lr
+
+    def train_step(self) -> tuple[StepOutput, torch.Tensor]:
+        """One SynFoC iteration; returns the step output and the unlabeled ground truth."""
+        labeled, unlabeled, unlabeled_gt = self._next_batches()
+        method = self.config.method
+        lam = consistency_ramp(
+            self.step, self.max_iterations, method.ramp, method.consistency_weight
+        )
+        self._set_learning_rates()
+        with self._autocast():
+            out = synfoc_step(
+                self.step_models,
+                labeled,
+                unlabeled,
+                cfg=method,
+                regions=self.regions,
+                lam=lam,
+                progress=self.step / self.max_iterations,
+                generator=self.generator,
+            )
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        self._update_teachers()
+        return out, unlabeled_gt
+
+    def _update_teachers(self) -> None:
+        buffers = self.config.method.teacher_bn == "running"
+        for name in ("unet", "foundation"):
+            teacher = getattr(self.models, name + "_teacher")
+            if teacher is not None:
+                ema_update(
+                    teacher,
+                    getattr(self.models, name),
+                    self.step,
+                    self.config.optim.ema_decay,
+                    include_buffers=buffers,
+                )
+
+    # ------------------------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        """Train to ``max_iterations`` (from the resumed step), then return the last evaluation."""
+        save_dir = self.run_dir / "checkpoints"
+        train = self.config.train
+        results: dict[str, Any] = {}
+        self._train_modes()
+        bar = tqdm(
+            total=self.max_iterations,
+            initial=self.step,
+            disable=not self.progress,
+            desc="train",
+            dynamic_ncols=True,
+        )
+        while self.step < self.max_iterations:
+            out, unlabeled_gt = self.train_step()
+            self.step += 1
+            self.meter.add(out.scalars)
+            last = self.step == self.max_iterations
+            if self.step % train.log_interval == 0 or last:
+                self._log(out, unlabeled_gt, bar)
+            if self.step % train.eval_interval == 0 or last:
+                results = self.evaluate_and_save()
+            elif self.step % train.checkpoint_interval == 0:
+                save_checkpoint(self.state(), save_dir / "last.pt")
+            bar.update(1)
+        bar.close()
+        if not results:  # resumed at the end: evaluate once more to report
+            results = self.evaluate_and_save()
+        logger.info("final evaluation at step %d:\n%s", self.step, format_table(results, self.spec))
+        self.writer.close()
+        return results
+
+    # -------------------------------------------------------------------------------------- logging
+    def _log(self, out: StepOutput, unlabeled_gt: torch.Tensor, bar: tqdm) -> None:
+        scalars = self.meter.read()
+        for name, optimizer in self.optimizers.items():
+            scalars[f"lr/{name}"] = optimizer.param_groups[0]["lr"]
+        scalars.update(self._pseudo_label_dice(out, unlabeled_gt))
+        for name, value in scalars.items():
+            self.writer.add_scalar(
+                f"train/{name}" if not name.startswith("diag/") else name, value, self.step
+            )
+        for name in ("alpha", "phi_self", "phi_mutual"):
+            values = getattr(out, name)
+            if values is not None:
+                self.writer.add_histogram(
+                    f"train/smc/{name}_hist", values.detach().float().cpu(), self.step
+                )
+        shown = {
+            k.split("/")[-1] if k != "total" else "loss": scalars[k]
+            for k in ("total", "smc/alpha", "lambda")
+            if k in scalars
+        }
+        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        logger.info(
+            "step %d/%d %s",
+            self.step,
+            self.max_iterations,
+            " ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
+        )
+
+    def _pseudo_label_dice(self, out: StepOutput, gt: torch.Tensor) -> dict[str, float]:
+        """Dice of each teacher's pseudo-labels against the unlabeled ground truth (paper Fig. 6).
+        Diagnostics only: computed here, after the step, from the labels the step returned."""
+        if not out.pseudo_labels:
+            return {}
+        names = self.spec.region_names
+        sources = list(out.pseudo_labels)
+        dice = torch.stack(
+            [region_dice(out.pseudo_labels[s], gt, self.regions) for s in sources]
+        ).tolist()
+        return {
+            f"diag/pseudo_dice/{s}/{r}": dice[i][j]
+            for i, s in enumerate(sources)
+            for j, r in enumerate(names)
+        }
+
+    # ----------------------------------------------------------------------------------- evaluation
+    def evaluate(self, examples: dict[str, list] | None = None) -> dict[str, Any]:
+        """Evaluate the configured students (and teachers on request) on every test domain."""
+        cfg = self.config.eval
+        predictors = build_predictors(self.models, self.sizes, cfg.models, teachers=cfg.teachers)
+
+        def keep_examples(model: str, domain: str, payload: dict) -> None:
+            if examples is not None and len(examples.setdefault(f"{model}/{domain}", [])) == 0:
+                examples[f"{model}/{domain}"].append(payload)
+
+        self._eval_modes()
+        try:
+            with self._autocast():
+                return evaluate(
+                    predictors,
+                    self.data.test,
+                    self.spec,
+                    patch_size=self.sizes.patch,
+                    device=self.device,
+                    batch_size=cfg.batch_size,
+                    penalty=cfg.empty_distance_penalty,
+                    on_batch=keep_examples,
+                    progress=False,
+                )
+        finally:
+            self._train_modes()
+
+    def evaluate_and_save(self) -> dict[str, Any]:
+        """Evaluate; write eval/<step>.json and TensorBoard; save last.pt and maybe best.pt."""
+        examples: dict[str, list] = {}
+        results = self.evaluate(examples)
+        eval_dir = self.run_dir / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        (eval_dir / f"{self.step}.json").write_text(
+            json.dumps({"step": self.step, "results": to_json_ready(results)}, indent=1)
+        )
+        self._log_eval(results, examples)
+        metric = self._selection_metric(results)
+        save_dir = self.run_dir / "checkpoints"
+        if metric > self.best["metric"]:
+            self.best = {"metric": metric, "step": self.step}
+            save_checkpoint(self.state(), save_dir / "best.pt")
+        save_checkpoint(self.state(), save_dir / "last.pt")
+        logger.info(
+            "evaluation at step %d (best mean Dice %.4f at step %s):\n%s",
+            self.step,
+            self.best["metric"],
+            self.best["step"],
+            format_table(results, self.spec),
+        )
+        return results
+
+    def _selection_metric(self, results: dict[str, Any]) -> float:
+        name = self.config.eval.select_model
+        if name not in results:
+            name = next(iter(results))
+        value = results[name]["mean"]["mean"]["dice"]
+        return -math.inf if value is None or math.isnan(value) else value
+
+    def _log_eval(self, results: dict[str, Any], examples: dict[str, list]) -> None:
+        for model, result in results.items():
+            for domain, values in result["domains"].items():
+                for region, metrics in values["regions"].items():
+                    self.writer.add_scalar(
+                        f"eval/{model}/{domain}/{region}/dice", metrics["dice"], self.step
+                    )
+            for metric, value in result["mean"]["mean"].items():
+                self.writer.add_scalar(f"eval/{model}/mean/{metric}", value, self.step)
+        self._log_prediction_grid(examples)
+
+    def _log_prediction_grid(self, examples: dict[str, list]) -> None:
+        by_domain: dict[str, dict[str, dict]] = {}
+        for key, payloads in examples.items():
+            model, domain = key.split("/", 1)
+            by_domain.setdefault(domain, {})[model] = payloads[0]
+        rows = []
+        for per_model in by_domain.values():
+            first = next(iter(per_model.values()))
+            n = min(2, len(first["target"]))
+            images = resize_images(first["images"][:n].float().cpu(), self.sizes.patch)
+            preds = [p["pred"][:n].cpu() for p in per_model.values()]
+            rows.append(
+                prediction_grid(images, first["target"][:n].cpu(), preds, self.spec.num_classes + 1)
+            )
+        if rows:
+            self.writer.add_image("eval/predictions", torch.cat(rows, dim=1), self.step)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume or to evaluate this run (see utils/checkpoint.py)."""
+        m = self.models
+
+        def weights(model: nn.Module | None, trainable_only: bool) -> dict | None:
+            if model is None:
+                return None
+            return model.trainable_state_dict() if trainable_only else model.state_dict()
+
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "step": self.step,
+            "config": config_to_dict(self.config),
+            "models": {
+                "unet": weights(m.unet, False),
+                "unet_teacher": weights(m.unet_teacher, False),
+                "foundation": weights(m.foundation, True),
+                "foundation_teacher": weights(m.foundation_teacher, True),
+            },
+            "foundation_base": {
+                "name": self.config.model.foundation,
+                "checkpoint": self.config.model.checkpoint,
+            },
+            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "best": dict(self.best),
+            "rng": rng,
+            "sampler": {
+                "labeled": self.labeled_batches.state_dict(),
+                "unlabeled": self.unlabeled_batches.state_dict(),
+            },
+        }
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        load_model_states(self.models, state["models"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.generator.set_state(state["rng"]["generator"].cpu())
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.labeled_batches.load_state_dict(state["sampler"]["labeled"])
+        self.unlabeled_batches.load_state_dict(state["sampler"]["unlabeled"])
+        self.step, self.best = state["step"], state["best"]
+        logger.info("resumed from %s at step %d", path, self.step)
+
+
+def load_model_states(models: Models, states: dict[str, dict | None]) -> None:
+    """Load the per-model weights of a checkpoint into freshly built ``models``."""
+    for name in ("unet", "unet_teacher", "foundation", "foundation_teacher"):
+        model, state = getattr(models, name), states.get(name)
+        if model is None or state is None:
+            continue
+        if name.startswith("foundation"):
+            model.load_trainable_state_dict(state)
+        else:
+            model.load_state_dict(state)
