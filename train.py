@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RUN_DIR",
         help="continue from RUN_DIR/checkpoints/last.pt (default RUN_DIR: the config's)",
     )
+    parser.add_argument(
+        "--auto_resume",
+        action="store_true",
+        help="resume if the run folder already holds a run, else start it",
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -70,10 +75,15 @@ def default_run_name(config: Config) -> str:
     return f"{kind}_{method.students}_{foundation}_{labels}_s{config.train.seed}"
 
 
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """``section.key=value`` overrides from the common flags, then from --set."""
+    flags = [f"{FLAGS[f]}={getattr(args, f)}" for f in FLAGS if getattr(args, f) is not None]
+    return flags + args.set
+
+
 def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
     """The run's config and folder; on --resume the run's saved config.yaml is the base."""
-    overrides = [f"{FLAGS[f]}={getattr(args, f)}" for f in FLAGS if getattr(args, f) is not None]
-    overrides += args.set
+    overrides = overrides_of(args)
     if args.resume:  # an explicit run folder: its saved config, plus any overrides
         run_dir = Path(args.resume)
         return load_config(run_dir / "config.yaml", overrides), run_dir
@@ -105,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         config, run_dir = resolve_config(args)
         check_config(config)
         last = run_dir / "checkpoints" / "last.pt"
+        if args.auto_resume and not resume and last.is_file():
+            resume = True
+            config = load_config(run_dir / "config.yaml", overrides_of(args))
         if resume and not last.is_file():
             raise CheckpointError(f"--resume: {last} does not exist")
         if not resume and last.is_file():

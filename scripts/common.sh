@@ -29,6 +29,7 @@ train() {
   local config="$1" root="$2" domain="$3" num="$4"
   shift 4
   # shellcheck disable=SC2046
+  # --auto_resume: rerunning a script continues killed runs instead of refusing them.
   "$PYTHON" train.py --config "configs/$config.yaml" --root "$root" \
-    --lb_domain "$domain" --lb_num "$num" $(foundation_args) "$@"
+    --lb_domain "$domain" --lb_num "$num" $(foundation_args) --auto_resume "$@"
 }

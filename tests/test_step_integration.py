@@ -50,7 +50,9 @@ def test_one_step_gradients_reach_exactly_the_trainable_parts(data_root, tmp_pat
     foundation = dict(models.foundation.named_parameters())
     lora = [p for n, p in foundation.items() if ".lora_" in n]
     decoder = [p for n, p in foundation.items() if n.startswith("mask_decoder.")]
-    encoder = [p for n, p in foundation.items() if n.startswith("image_encoder.") and ".lora_" not in n]
+    encoder = [
+        p for n, p in foundation.items() if n.startswith("image_encoder.") and ".lora_" not in n
+    ]
     assert lora and decoder and encoder
     # B of LoRA starts at zero, so A gets no gradient at step 0; B must.
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)

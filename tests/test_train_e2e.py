@@ -128,6 +128,16 @@ def test_existing_run_needs_resume(run_dir: Path, data_root: Path, capsys) -> No
     assert "--resume" in capsys.readouterr().err
 
 
+def test_auto_resume_of_a_finished_run_only_reevaluates(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(data_root, out, 2) == 0
+    before = load_checkpoint(out / "checkpoints" / "last.pt")["models"]["unet"]
+    assert train(data_root, out, 2, "--auto_resume") == 0
+    after = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert after["step"] == 2
+    assert all(torch.equal(before[k], v) for k, v in after["models"]["unet"].items())
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "config.yaml").write_text("train: {seed: 1}\n")
     assert train_cli.main(["--resume", str(tmp_path)]) == 2

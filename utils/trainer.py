@@ -106,10 +106,13 @@ def build_optimizers(models: Models, config: Config) -> dict[str, torch.optim.Op
     return optimizers
 
 
-def region_dice(
+def pooled_region_dice(
     pred: torch.Tensor, target: torch.Tensor, regions: list[tuple[int, ...]]
 ) -> torch.Tensor:
-    """Dice of label maps (B, H, W) per region over the whole batch -> (R,); 1 if both empty."""
+    """Dice per region of label maps (B, H, W), pooled over the batch -> (R,); 1 if both empty.
+
+    Not the per-sample, smoothed Dice of SMC (``utils.synfoc.region_dice``): a diagnostic.
+    """
     a, b = region_masks(pred, regions), region_masks(target, regions)
     inter = (a & b).sum((0, 2, 3)).float()
     total = (a.sum((0, 2, 3)) + b.sum((0, 2, 3))).float()
@@ -348,7 +351,7 @@ class Trainer:
         names = self.spec.region_names
         sources = list(out.pseudo_labels)
         dice = torch.stack(
-            [region_dice(out.pseudo_labels[s], gt, self.regions) for s in sources]
+            [pooled_region_dice(out.pseudo_labels[s], gt, self.regions) for s in sources]
         ).tolist()
         return {
             f"diag/pseudo_dice/{s}/{r}": dice[i][j]
