@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_OVERRIDES
 
 from dataloaders.synthetic import generate_synthetic
 from utils.config import load_config
@@ -15,16 +16,7 @@ from utils.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-TINY = [
-    "model.foundation=tiny",
-    "model.image_size=64",
-    "model.unet_width=8",
-    "data.patch_size=64",
-    "data.lb_num=4",
-    "data.labeled_bs=2",
-    "data.unlabeled_bs=2",
-    "train.device=cuda",
-]
+TINY = [*TINY_OVERRIDES, "train.device=cuda"]
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from helpers import run_module
 
 from dataloaders.__main__ import main
 from dataloaders.synthetic import generate_synthetic
@@ -13,13 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dataloaders", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("dataloaders", *args, timeout=120)
 
 
 def test_fundus_samples_table(samples_root) -> None:

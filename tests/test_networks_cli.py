@@ -7,10 +7,10 @@ subprocess); the error path runs the real command to check its exit status and s
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_module
 
 from networks import FOUNDATIONS, build_foundation
 from networks.__main__ import main
@@ -19,13 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "networks", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("networks", *args)
 
 
 def table(stdout: str) -> dict[str, tuple[int, int]]:

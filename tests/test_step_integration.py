@@ -6,22 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_OVERRIDES
 
 from dataloaders.synthetic import generate_synthetic
 from utils.config import load_config
 from utils.synfoc import synfoc_step
 from utils.trainer import Trainer
 
-TINY = [
-    "model.foundation=tiny",
-    "model.image_size=64",
-    "model.unet_width=4",
-    "data.patch_size=32",
-    "data.lb_num=4",
-    "data.labeled_bs=2",
-    "data.unlabeled_bs=2",
-    "train.device=cpu",
-]
+TINY = [*TINY_OVERRIDES, "train.device=cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_OVERRIDES
 
 import test as test_cli
 import train as train_cli
@@ -16,19 +17,7 @@ from dataloaders.synthetic import generate_synthetic
 from utils.checkpoint import load_checkpoint
 from utils.trainer import Trainer
 
-# A run small enough for two CPU cores: 64-px tiny ViT, 4-channel U-Net at 32 px.
-TINY = [
-    "--set", "model.foundation=tiny",
-    "--set", "model.image_size=64",
-    "--set", "model.unet_width=4",
-    "--set", "data.patch_size=32",
-    "--set", "data.lb_num=4",
-    "--set", "data.labeled_bs=2",
-    "--set", "data.unlabeled_bs=2",
-    "--set", "eval.batch_size=8",
-    "--device", "cpu",
-    "--no_progress",
-]  # fmt: skip
+TINY = [arg for o in TINY_OVERRIDES for arg in ("--set", o)] + ["--device", "cpu", "--no_progress"]
 
 
 @pytest.fixture(scope="module")

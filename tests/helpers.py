@@ -1,0 +1,33 @@
+"""Helpers shared by several test files (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Config overrides for a run small enough for two CPU cores: a 64-px tiny ViT, a 4-channel
+# U-Net at 32 px, 4 labeled images, batch 2+2.
+TINY_OVERRIDES = [
+    "model.foundation=tiny",
+    "model.image_size=64",
+    "model.unet_width=4",
+    "data.patch_size=32",
+    "data.lb_num=4",
+    "data.labeled_bs=2",
+    "data.unlabeled_bs=2",
+    "eval.batch_size=8",
+]
+
+
+def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m module args...`` from the repository root, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
