@@ -171,18 +171,8 @@ class Trainer:
 
     @staticmethod
     def _compiled(models: Models) -> Models:
-        wrap = lambda m: torch.compile(m) if m is not None else None  # noqa: E731
-        return Models(
-            *(
-                wrap(m)
-                for m in (
-                    models.unet,
-                    models.unet_teacher,
-                    models.foundation,
-                    models.foundation_teacher,
-                )
-            )
-        )
+        """The same networks behind torch.compile (shared weights; checkpoints use originals)."""
+        return Models(**{k: m if m is None else torch.compile(m) for k, m in vars(models).items()})
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda" and self.config.train.amp:
