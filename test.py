@@ -18,8 +18,19 @@ import logging
 import sys
 from pathlib import Path
 
-from dataloaders.datasets import DataError
-from utils.checkpoint import CheckpointError
+import torch
+
+from dataloaders.datasets import DataError, build_test_sets
+from dataloaders.specs import get_spec
+from utils.build import build_models, build_predictors, run_sizes, seed_everything, select_device
+from utils.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_states,
+    resolve_checkpoint,
+)
+from utils.config import config_from_dict
+from utils.evaluation import evaluate, format_table, results_to_csv, to_json_ready
 
 logger = logging.getLogger("test")
 
@@ -61,22 +72,6 @@ def save_prediction_pngs(out_dir: Path, num_classes: int):
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
-
-    from dataloaders.specs import get_spec
-    from utils.build import (
-        build_models,
-        build_predictors,
-        build_test_sets,
-        run_sizes,
-        seed_everything,
-        select_device,
-    )
-    from utils.checkpoint import load_checkpoint, resolve_checkpoint
-    from utils.config import config_from_dict
-    from utils.evaluation import evaluate, format_table, results_to_csv, to_json_ready
-    from utils.trainer import load_model_states
-
     run_dir = Path(args.run)
     path = resolve_checkpoint(run_dir, args.checkpoint)
     state = load_checkpoint(path)
@@ -114,7 +109,13 @@ def run(args: argparse.Namespace) -> dict:
     with autocast:
         results = evaluate(
             predictors,
-            build_test_sets(spec, config.data.root, sizes),
+            build_test_sets(
+                spec,
+                config.data.root,
+                canvas_size=sizes.canvas,
+                patch_size=sizes.patch,
+                progress=True,
+            ),
             spec,
             patch_size=sizes.patch,
             device=device,

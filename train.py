@@ -16,8 +16,12 @@ import sys
 from pathlib import Path
 
 from dataloaders.datasets import DataError
+from dataloaders.specs import get_spec
 from utils.checkpoint import CheckpointError
 from utils.config import Config, ConfigError, load_config, save_config
+from utils.logging import setup_logging
+from utils.synfoc import validate_method
+from utils.trainer import Trainer
 
 logger = logging.getLogger("train")
 
@@ -98,9 +102,6 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
 
 def check_config(config: Config) -> None:
     """Fail before any heavy work on a config whose choices are invalid."""
-    from dataloaders.specs import get_spec
-    from utils.synfoc import validate_method
-
     try:
         get_spec(config.data.dataset)
         validate_method(config.method)
@@ -125,15 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run_dir} already holds a run; use --resume {run_dir} or another --out"
             )
         run_dir.mkdir(parents=True, exist_ok=True)
-        from utils.logging import setup_logging  # after the checks: no log file for a bad command
-
         setup_logging(run_dir / "train.log")
         logger.info("command: %s", " ".join(sys.argv))
         save_config(config, run_dir / "config.yaml")
-        from utils.trainer import (
-            Trainer,
-        )  # heavy imports (torch, models) only once the CLI is valid
-
         Trainer(config, run_dir, resume=resume, progress=not args.no_progress).fit()
     except (ConfigError, CheckpointError, DataError, FileNotFoundError) as error:
         # Bad input: one line, no traceback. Anything else is a bug and keeps its traceback.

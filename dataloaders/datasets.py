@@ -339,10 +339,7 @@ def plan_splits(
     except ValueError as error:
         raise DataError(str(error)) from None
     train = [scan_split(spec, root, d, "train") for d in range(len(spec.domains))]
-    test = [scan_split(spec, root, d, "test") for d in range(len(spec.domains))]
-    for d, files in enumerate(test):
-        if not files:
-            raise DataError(f"{Path(root) / spec.domains[d]}: no test samples; expected some")
+    test = _scan_test_files(spec, root)
     picked = _pick(len(train[lb]), lb_num, labeled_bs, lb_seed)
     chosen = set(picked)
     unlabeled, unlabeled_domains = [], []
@@ -393,13 +390,12 @@ def build_splits(
         unlabeled_bs=unlabeled_bs,
     )
 
-    def load(files: list[SampleFiles], domains: list[int], size: int, desc: str):
+    def load(files: list[SampleFiles], domains: list[int], desc: str) -> SegmentationDataset:
         cached = load_samples(
             spec,
             files,
             domains,
             canvas_size=canvas_size,
-            mask_size=size,
             num_workers=num_workers,
             progress=progress,
             desc=desc,
@@ -408,14 +404,62 @@ def build_splits(
 
     lb = plan.labeled_domain
     return DataSplits(
-        labeled=load(plan.labeled, [lb] * len(plan.labeled), canvas_size, "labeled"),
-        unlabeled=load(plan.unlabeled, plan.unlabeled_domains, canvas_size, "unlabeled"),
-        test={
-            name: load(files, [d] * len(files), patch_size, f"test {name}")
-            for d, (name, files) in enumerate(zip(spec.domains, plan.test))
-        },
+        labeled=load(plan.labeled, [lb] * len(plan.labeled), "labeled"),
+        unlabeled=load(plan.unlabeled, plan.unlabeled_domains, "unlabeled"),
+        test=_load_test_sets(spec, plan.test, canvas_size, patch_size, progress, num_workers),
         labeled_domain=lb,
     )
+
+
+def build_test_sets(
+    spec: DatasetSpec,
+    root: str | Path,
+    *,
+    canvas_size: int,
+    patch_size: int,
+    progress: bool = False,
+    num_workers: int = 4,
+) -> dict[str, SegmentationDataset]:
+    """Only the per-domain test sets (what ``test.py`` needs), decoded as :func:`build_splits`
+    decodes them: images at ``canvas_size``, masks at ``patch_size``.
+
+    Raises:
+        DataError: a missing folder, an unpaired file, or a domain without test samples.
+    """
+    files = _scan_test_files(spec, root)
+    return _load_test_sets(spec, files, canvas_size, patch_size, progress, num_workers)
+
+
+def _scan_test_files(spec: DatasetSpec, root: str | Path) -> list[list[SampleFiles]]:
+    test = [scan_split(spec, root, d, "test") for d in range(len(spec.domains))]
+    for d, files in enumerate(test):
+        if not files:
+            raise DataError(f"{Path(root) / spec.domains[d]}: no test samples; expected some")
+    return test
+
+
+def _load_test_sets(
+    spec: DatasetSpec,
+    test: list[list[SampleFiles]],
+    canvas_size: int,
+    patch_size: int,
+    progress: bool,
+    num_workers: int,
+) -> dict[str, SegmentationDataset]:
+    sets = {}
+    for d, (name, files) in enumerate(zip(spec.domains, test)):
+        cached = load_samples(
+            spec,
+            files,
+            [d] * len(files),
+            canvas_size=canvas_size,
+            mask_size=patch_size,
+            num_workers=num_workers,
+            progress=progress,
+            desc=f"test {name}",
+        )
+        sets[name] = SegmentationDataset(cached)
+    return sets
 
 
 def count_warnings(spec: DatasetSpec, train_counts: Sequence[int]) -> list[str]:

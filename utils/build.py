@@ -14,13 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataloaders.datasets import (
-    DataSplits,
-    SegmentationDataset,
-    build_splits,
-    load_samples,
-    scan_split,
-)
+from dataloaders.datasets import DataSplits, build_splits
 from dataloaders.specs import DatasetSpec
 from dataloaders.transforms import resize_images
 from networks import FOUNDATIONS, build_foundation, build_unet
@@ -179,22 +173,3 @@ def build_predictors(
             if model is not None:
                 predictors[name + suffix] = model_predictor(model, inputs[name])
     return predictors
-
-
-def build_test_sets(
-    spec: DatasetSpec, root: str, sizes: Sizes, progress: bool = True
-) -> dict[str, SegmentationDataset]:
-    """Each domain's test set (images on the canvas, masks at the patch size), nothing else."""
-    test_sets = {}
-    for index, domain in enumerate(spec.domains):
-        files = scan_split(spec, root, index, "test")
-        samples = load_samples(
-            spec,
-            files,
-            [index] * len(files),
-            canvas_size=sizes.canvas,
-            mask_size=sizes.patch,
-            progress=progress,
-        )
-        test_sets[domain] = SegmentationDataset(samples)
-    return test_sets

@@ -58,6 +58,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def load_model_states(models: Any, states: dict[str, dict | None]) -> None:
+    """Load a checkpoint's per-model weights into freshly built ``models`` (a
+    :class:`utils.synfoc.Models`): full state dicts for the U-Nets, trainable tensors for the
+    foundation models."""
+    for name in ("unet", "unet_teacher", "foundation", "foundation_teacher"):
+        model, state = getattr(models, name), states.get(name)
+        if model is None or state is None:
+            continue
+        if name.startswith("foundation"):
+            model.load_trainable_state_dict(state)
+        else:
+            model.load_state_dict(state)
+
+
 def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
     """``last`` / ``best`` inside ``run_dir/checkpoints``, or ``which`` as a path."""
     if which in ("last", "best"):

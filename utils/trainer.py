@@ -41,7 +41,7 @@ from utils.build import (
     seed_everything,
     select_device,
 )
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import load_checkpoint, load_model_states, save_checkpoint
 from utils.config import Config, config_to_dict
 from utils.ema import ema_update
 from utils.evaluation import evaluate, format_table, to_json_ready
@@ -320,12 +320,8 @@ class Trainer:
                 self.writer.add_histogram(
                     f"train/smc/{name}_hist", values.detach().float().cpu(), self.step
                 )
-        shown = {
-            k.split("/")[-1] if k != "total" else "loss": scalars[k]
-            for k in ("total", "smc/alpha", "lambda")
-            if k in scalars
-        }
-        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        shown = {"loss": "total", "alpha": "smc/alpha", "lambda": "lambda"}
+        bar.set_postfix({k: f"{scalars[v]:.3g}" for k, v in shown.items() if v in scalars})
         logger.info(
             "step %d/%d %s",
             self.step,
@@ -484,15 +480,3 @@ class Trainer:
         self.unlabeled_batches.load_state_dict(state["sampler"]["unlabeled"])
         self.step, self.best = state["step"], state["best"]
         logger.info("resumed from %s at step %d", path, self.step)
-
-
-def load_model_states(models: Models, states: dict[str, dict | None]) -> None:
-    """Load the per-model weights of a checkpoint into freshly built ``models``."""
-    for name in ("unet", "unet_teacher", "foundation", "foundation_teacher"):
-        model, state = getattr(models, name), states.get(name)
-        if model is None or state is None:
-            continue
-        if name.startswith("foundation"):
-            model.load_trainable_state_dict(state)
-        else:
-            model.load_state_dict(state)
