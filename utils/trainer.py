@@ -200,7 +200,7 @@ class Trainer:
         foundation = resize_images(images, self.sizes.foundation) if self.sizes.foundation else None
         return Views(foundation=foundation, unet=resize_images(images, self.sizes.patch))
 
-    def _next_batches(self) -> tuple[LabeledBatch, UnlabeledBatch, torch.Tensor]:
+    def next_batches(self) -> tuple[LabeledBatch, UnlabeledBatch, torch.Tensor]:
         """Augmented labeled and unlabeled batches, and the unlabeled ground truth at the patch
         size (for diagnostics only: it never reaches the step)."""
         fill, g = self.spec.rotation_fill_class, self.generator
@@ -232,15 +232,25 @@ class Trainer:
             group["lr"] = lr
 
     def train_step(self) -> tuple[StepOutput, torch.Tensor]:
-        """One SynFoC iteration; returns the step output and the unlabeled ground truth."""
-        labeled, unlabeled, unlabeled_gt = self._next_batches()
+        """One SynFoC iteration; returns the step output and the unlabeled ground truth.
+
+        The phases are separate methods so that ``scripts/bench.py`` can time each one.
+        """
+        labeled, unlabeled, unlabeled_gt = self.next_batches()
+        out = self.forward(labeled, unlabeled)
+        self.backward(out.loss)
+        self.update()
+        return out, unlabeled_gt
+
+    def forward(self, labeled: LabeledBatch, unlabeled: UnlabeledBatch) -> StepOutput:
+        """Learning rates for this step, then ``synfoc_step`` under autocast."""
         method = self.config.method
         lam = consistency_ramp(
             self.step, self.max_iterations, method.ramp, method.consistency_weight
         )
         self._set_learning_rates()
         with self._autocast():
-            out = synfoc_step(
+            return synfoc_step(
                 self.step_models,
                 labeled,
                 unlabeled,
@@ -250,13 +260,17 @@ class Trainer:
                 progress=self.step / self.max_iterations,
                 generator=self.generator,
             )
+
+    def backward(self, loss: torch.Tensor) -> None:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
+
+    def update(self) -> None:
+        """Both optimizers, then the EMA teachers."""
         for optimizer in self.optimizers.values():
             optimizer.step()
         self._update_teachers()
-        return out, unlabeled_gt
 
     def _update_teachers(self) -> None:
         buffers = self.config.method.teacher_bn == "running"

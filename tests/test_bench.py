@@ -1,0 +1,65 @@
+"""scripts/bench.py on the CPU: the figures it records, not how fast they are."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_module
+
+
+def test_bench_tiny_records_every_figure(tmp_path):
+    record_path, profile_dir = tmp_path / "bench.json", tmp_path / "profiles"
+    result = run_module(
+        "scripts.bench",
+        "--bench", "tiny",
+        "--iterations", "3",
+        "--warmup", "1",
+        "--set", "method.alpha=mutual",
+        "--json", str(record_path),
+        "--profile", str(profile_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(record_path.read_text())
+    assert record["bench"] == "tiny" and record["card"] == "CPU"
+    assert record["overrides"] == ["method.alpha=mutual"]
+    assert record["iterations"] == 3
+    for key in ("ms_median", "ms_back_to_back", "images_per_s", "gflop", "eval_seconds"):
+        assert record[key] > 0, key
+    assert set(record["phases_ms"]) == {"batches", "forward", "backward", "optimizers + EMA"}
+    assert all(v > 0 for v in record["phases_ms"].values())
+    assert record["eval_slices"] == 12 and record["eval_domains"] == 3
+    assert "back to back" in result.stdout and "phases (ms)" in result.stdout
+    table = (profile_dir / "profile_tiny.txt").read_text()
+    assert "5 iterations" in table and "aten::" in table
+
+
+def test_bench_records_append_across_calls(tmp_path):
+    from scripts.bench import write_records
+
+    path = tmp_path / "out" / "bench.json"
+    write_records(path, [{"bench": "prostate", "compile": False}])
+    write_records(path, [{"bench": "prostate", "compile": True}, {"bench": "busi"}])
+    assert [r["bench"] for r in json.loads(path.read_text())] == ["prostate", "prostate", "busi"]
+
+
+def test_busi_schedule_fits_both_runs_in_the_budget():
+    from scripts.busi_schedule import busi_times, schedule
+
+    records = [
+        {"bench": "prostate", "compile": False, "overrides": [], "ms_back_to_back": 55.0},
+        {"bench": "busi", "compile": False, "overrides": [], "ms_back_to_back": 40.0},
+        {"bench": "busi", "compile": True, "overrides": [], "ms_back_to_back": 20.0},
+        {
+            "bench": "busi",
+            "compile": False,
+            "overrides": ["method.supervised_only=true", "method.consistency=none"],
+            "ms_back_to_back": 10.0,
+        },
+    ]
+    assert busi_times(records) == (10.0, 40.0)
+    # (6 min - 2 x 60 s start-up) x 0.9 = 216 s; 216 s / 50 ms = 4320 -> 4300.
+    assert schedule(10.0, 40.0, 6) == 4300
+    assert schedule(10.0, 40.0, 1) == 100  # never below 100
+    with pytest.raises(SystemExit, match="supervised_only"):
+        busi_times(records[:3])
