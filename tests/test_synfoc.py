@@ -1,4 +1,5 @@
-"""SynFoC method functions and the step (utils/synfoc.py), with tiny stand-in models on the CPU."""
+"""SynFoC method functions and the step (utils/smc.py, utils/copy_paste.py, utils/synfoc.py),
+with tiny stand-in models on the CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.config import MethodConfig
+from utils.copy_paste import box_mask, paste, sample_boxes
 from utils.ema import make_teacher
+from utils.smc import (
+    ensemble_alpha,
+    ensemble_probs,
+    mutual_confidence,
+    pseudo_label,
+    region_dice,
+    resize_probs,
+    self_confidence,
+)
 from utils.synfoc import (
     LabeledBatch,
     Models,
@@ -21,17 +32,7 @@ from utils.synfoc import (
     _mix,
     _Target,
     _Teaching,
-    box_mask,
-    ensemble_alpha,
-    ensemble_probs,
     expected_scalar_keys,
-    mutual_confidence,
-    paste,
-    pseudo_label,
-    region_dice,
-    resize_probs,
-    sample_boxes,
-    self_confidence,
     synfoc_step,
     validate_method,
 )

@@ -1,4 +1,4 @@
-"""SynFoC (Ma et al., CVPR 2025) as pure tensor functions plus one training step.
+"""The SynFoC (Ma et al., CVPR 2025) training step, up to the loss.
 
 ``synfoc_step`` takes the four models (two students, two EMA teachers), one labeled and one
 unlabeled batch already on the training device, and returns the total loss with detached device
@@ -7,24 +7,23 @@ practice 5), and it never reads a tensor back to the host, so the loop can call 
 and synchronise only when it logs. Unlabeled batches carry no labels (STYLE anti-pattern 8):
 ground-truth diagnostics belong to the loop, on the returned ``pseudo_labels``.
 
-Notation (paper -> code): P^MS = foundation-teacher softmax at the logits size Sl; P^UT = U-Net
-teacher softmax at the patch size p; Phi^s, Phi^m = ``self_confidence``, ``mutual_confidence``;
-alpha = ``ensemble_alpha``; P^EN = ``ensemble_probs``; W = ``pseudo_label``'s mask; M =
-``sample_boxes``/``box_mask``. docs/METHOD.md maps every equation and decision to these functions.
+Its parts: Self-Mutual Confidence and the pseudo-labels in :mod:`utils.smc`, the copy-paste of
+intermediate samples in :mod:`utils.copy_paste`, the losses in :mod:`utils.losses`. Notation
+(paper -> code): P^MS = foundation-teacher softmax at the logits size Sl; P^UT = U-Net teacher
+softmax at the patch size p; M = ``sample_boxes``/``box_mask``. docs/METHOD.md maps every
+equation and decision to these functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.config import MethodConfig
+from utils.copy_paste import box_mask, paste, sample_boxes
 from utils.losses import (
     consensus_divergence_losses,
     consistency_mse,
@@ -32,14 +31,20 @@ from utils.losses import (
     unsupervised_loss,
 )
 from utils.schedules import RAMP_KINDS
+from utils.smc import (
+    ensemble_alpha,
+    ensemble_probs,
+    mutual_confidence,
+    pseudo_label,
+    resize_probs,
+    self_confidence,
+    softmax,
+)
 
 STUDENTS = ("both", "unet", "foundation")
 ALPHA_STRATEGIES = ("smc", "self", "mutual", "linear", "constant", "cps")
 CONSISTENCIES = ("cdcr", "cr", "none")
 TEACHER_BN = ("batch", "running")
-# Additive terms of the reference's smoothed Dice (``dice_coefficient_numpy``).
-SMC_SMOOTH_NUM = 1.0
-SMC_SMOOTH_DEN = 1.001
 
 
 @dataclass
@@ -154,224 +159,6 @@ def expected_scalar_keys(cfg: MethodConfig) -> tuple[str, ...]:
             keys += ["smc/phi_mutual"]
         keys += ["pseudo/confident_ratio", "pseudo/mask_ratio"]
     return (*keys, "lambda", "total")
-
-
-# --------------------------------------------------------------------------- SMC (Eq. 4-6)
-
-
-def _in_region(labels: Tensor, classes: Sequence[int]) -> Tensor:
-    # Scalar comparisons: no host-to-device copy of the class list.
-    return reduce(torch.logical_or, [labels == int(c) for c in classes])
-
-
-def region_dice(a: Tensor, b: Tensor, regions: Sequence[Sequence[int]]) -> Tensor:
-    """Per-sample smoothed Dice between two label maps, averaged over regions (SPEC 4.3).
-
-    For each region (a union of class indices, e.g. fundus cup {1} and disc {1, 2}):
-    1 if both maps miss the region, else (2|A & B| + 1) / (|A| + |B| + 1.001), as the reference's
-    ``dice_coefficient_numpy``.
-
-    Args:
-        a, b: (B, H, W) int64 class-index maps of the same shape.
-        regions: one sequence of class indices per region (``spec.eval_regions``' classes).
-
-    Returns:
-        (B,) float32 in (0, 1].
-    """
-    if a.shape != b.shape:
-        raise ValueError(f"region_dice: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-    if not regions or not all(
-        len(r) > 0 and all(isinstance(c, (int, np.integer)) for c in r) for r in regions
-    ):
-        raise ValueError(
-            f"regions must be non-empty sequences of class indices, e.g. "
-            f"[classes for _, classes in spec.eval_regions]; got {regions!r}"
-        )
-    scores = []
-    for classes in regions:
-        in_a, in_b = _in_region(a, classes), _in_region(b, classes)
-        intersection = (in_a & in_b).sum((1, 2)).float()
-        total = in_a.sum((1, 2)).float() + in_b.sum((1, 2)).float()
-        dice = (2 * intersection + SMC_SMOOTH_NUM) / (total + SMC_SMOOTH_DEN)
-        scores.append(torch.where(total == 0, torch.ones_like(dice), dice))
-    return torch.stack(scores).mean(0)
-
-
-def resize_labels(labels: Tensor, size: int) -> Tensor:
-    """Nearest resize of (B, H, W) int64 label maps to (B, size, size) (torch ``nearest`` rule)."""
-    if labels.shape[-1] == size and labels.shape[-2] == size:
-        return labels
-    resized = F.interpolate(labels.unsqueeze(1).float(), size=(size, size), mode="nearest")
-    return resized.squeeze(1).long()
-
-
-def self_confidence(student: Tensor, teacher: Tensor, regions: Sequence[Sequence[int]]) -> Tensor:
-    """Phi^s (Eq. 4): Dice of the student and teacher U-Net argmax maps (B, p, p) -> (B,)."""
-    return region_dice(student, teacher, regions)
-
-
-def mutual_confidence(
-    unet_teacher: Tensor, foundation_teacher: Tensor, regions: Sequence[Sequence[int]]
-) -> Tensor:
-    """Phi^m (Eq. 5): Dice of the teacher U-Net map (B, p, p), nearest-resized to the foundation
-    logits size, and the teacher foundation map (B, Sl, Sl) -> (B,)."""
-    return region_dice(
-        resize_labels(unet_teacher, foundation_teacher.shape[-1]), foundation_teacher, regions
-    )
-
-
-def ensemble_alpha(
-    strategy: str,
-    phi_self: Tensor | None,
-    phi_mutual: Tensor,
-    *,
-    progress: float = 0.0,
-    constant: float = 0.5,
-) -> Tensor:
-    """Per-sample weight alpha of the U-Net teacher in the ensemble (Eq. 6, Table 8).
-
-    ``smc`` = Phi^s * Phi^m; ``self`` = Phi^s; ``mutual`` = Phi^m; ``linear`` = progress
-    (t / t_max, the U-Net's weight grows with training); ``constant`` = ``constant``. ``cps`` has
-    no single alpha (each student learns from the other's teacher) and is handled by the step.
-
-    Args:
-        phi_self: (B,) or None when the strategy does not need it.
-        phi_mutual: (B,) (also gives the batch shape and device).
-
-    Returns:
-        (B,) float32 in [0, 1].
-    """
-    if strategy == "smc":
-        return phi_self * phi_mutual
-    if strategy == "self":
-        return phi_self
-    if strategy == "mutual":
-        return phi_mutual
-    if strategy == "linear":
-        return torch.full_like(phi_mutual, min(max(progress, 0.0), 1.0))
-    if strategy == "constant":
-        return torch.full_like(phi_mutual, constant)
-    raise ValueError(f"ensemble_alpha: no per-sample alpha for strategy {strategy!r}")
-
-
-# ---------------------------------------------------------------- ensemble and pseudo-labels
-
-
-def softmax(logits: Tensor) -> Tensor:
-    """Class probabilities in float32 (autocast-safe), (B, K, H, W)."""
-    return logits.float().softmax(dim=1)
-
-
-def resize_probs(probs: Tensor, size: int) -> Tensor:
-    """Bilinear (align_corners=False) resize of (B, K, H, W) maps, as the reference ensemble."""
-    if probs.shape[-1] == size and probs.shape[-2] == size:
-        return probs
-    return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def ensemble_probs(
-    prob_unet: Tensor | None, prob_foundation: Tensor | None, alpha: Tensor | float
-) -> Tensor:
-    """P^EN = alpha * P^UT + (1 - alpha) * P^MS (Eq. 3), both at the same size.
-
-    Args:
-        prob_unet: (B, K, H, W) U-Net teacher probabilities (None allowed when alpha is 0.0).
-        prob_foundation: (B, K, H, W) foundation teacher probabilities resized to H (None
-            allowed when alpha is 1.0).
-        alpha: (B,) per-sample weights, or a float 0.0 / 1.0 for a single teacher.
-    """
-    if isinstance(alpha, float):
-        if alpha == 1.0:
-            return prob_unet
-        if alpha == 0.0:
-            return prob_foundation
-        return alpha * prob_unet + (1.0 - alpha) * prob_foundation
-    weight = alpha.view(-1, 1, 1, 1)
-    return weight * prob_unet + (1.0 - weight) * prob_foundation
-
-
-def pseudo_label(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """Argmax pseudo-label and confidence mask W = [max prob > threshold] (strict, as the code).
-
-    Args:
-        probs: (B, K, H, W) float32 probabilities.
-
-    Returns:
-        labels (B, H, W) int64 and mask (B, H, W) float32 in {0, 1}.
-    """
-    confidence, labels = probs.max(dim=1)
-    return labels, (confidence > threshold).float()
-
-
-# ----------------------------------------------------------------- copy-paste (Eq. 1)
-
-
-def sample_boxes(
-    batch: int,
-    size: int,
-    *,
-    area: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator,
-    device: torch.device,
-) -> Tensor:
-    """One random box per sample on a size x size grid (the reference's ``obtain_cutmix_box``).
-
-    Area ~ U(area) * size^2, aspect ratio r ~ U(ratio), w = floor(sqrt(area / r)),
-    h = floor(sqrt(area * r)), each clamped to ``size``; the top-left corner is uniform over the
-    positions where the box fits. Vectorised: the reference redraws r and the corner until the box
-    fits (a host loop); we clamp and draw the corner inside the valid range instead.
-
-    Returns:
-        (B, 4) int64 rows (y0, x0, h, w), with 0 <= y0, y0 + h <= size (same for x).
-    """
-    u = torch.rand((batch, 4), generator=generator, device=device, dtype=torch.float64)
-    box_area = (area[0] + (area[1] - area[0]) * u[:, 0]) * (size * size)
-    aspect = ratio[0] + (ratio[1] - ratio[0]) * u[:, 1]
-    w = (box_area / aspect).sqrt().floor().clamp(max=size)
-    h = (box_area * aspect).sqrt().floor().clamp(max=size)
-    # min() guards against u * n rounding up to n.
-    x0 = torch.minimum((u[:, 2] * (size - w + 1)).floor(), size - w)
-    y0 = torch.minimum((u[:, 3] * (size - h + 1)).floor(), size - h)
-    return torch.stack([y0, x0, h, w], dim=1).long()
-
-
-def _nearest_source(size: int, out_size: int, device: torch.device) -> Tensor:
-    """Source index of each output pixel under torch's ``nearest`` resize, (out_size,) int64."""
-    if out_size == size:
-        return torch.arange(size, device=device)
-    # The kernel computes floor(dst * scale) with a float32 scale = in / out; mirror it exactly.
-    scale = float(np.float32(size) / np.float32(out_size))
-    dst = torch.arange(out_size, device=device, dtype=torch.float32)
-    return (dst * scale).floor().long().clamp(max=size - 1)
-
-
-def box_mask(boxes: Tensor, size: int, out_size: int) -> Tensor:
-    """Rasterise boxes of a size x size grid at out_size x out_size.
-
-    Equal to nearest-resizing the size x size box map (how the reference derives its 512 and 128
-    maps from the p map), without building it: an output pixel is inside when its nearest source
-    pixel is.
-
-    Args:
-        boxes: (B, 4) int64 (y0, x0, h, w) from :func:`sample_boxes`.
-
-    Returns:
-        (B, out_size, out_size) bool.
-    """
-    src = _nearest_source(size, out_size, boxes.device)
-    y0, x0, h, w = boxes.unbind(dim=1)
-    rows = (src >= y0[:, None]) & (src < (y0 + h)[:, None])
-    cols = (src >= x0[:, None]) & (src < (x0 + w)[:, None])
-    return rows[:, :, None] & cols[:, None, :]
-
-
-def paste(background: Tensor, patch: Tensor, mask: Tensor) -> Tensor:
-    """``patch`` inside the mask, ``background`` outside: images (B, C, H, W) with mask
-    (B, H, W) bool, or label/weight maps (B, H, W)."""
-    if background.dim() == mask.dim() + 1:
-        mask = mask.unsqueeze(1)
-    return torch.where(mask, patch.to(background.dtype), background)
 
 
 # ------------------------------------------------------------------------------ the step

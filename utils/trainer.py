@@ -111,7 +111,7 @@ def pooled_region_dice(
 ) -> torch.Tensor:
     """Dice per region of label maps (B, H, W), pooled over the batch -> (R,); 1 if both empty.
 
-    Not the per-sample, smoothed Dice of SMC (``utils.synfoc.region_dice``): a diagnostic.
+    Not the per-sample, smoothed Dice of SMC (``utils.smc.region_dice``): a diagnostic.
     """
     a, b = region_masks(pred, regions), region_masks(target, regions)
     inter = (a & b).sum((0, 2, 3)).float()
