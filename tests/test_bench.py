@@ -63,3 +63,28 @@ def test_busi_schedule_fits_both_runs_in_the_budget():
     assert schedule(10.0, 40.0, 1) == 100  # never below 100
     with pytest.raises(SystemExit, match="supervised_only"):
         busi_times(records[:3])
+
+
+@pytest.mark.parametrize(
+    "name, foundations, foundation_px, patch",
+    [
+        ("prostate", ("vit_b_random", "medsam_vit_b"), 512, 384),
+        ("busi", ("litemedsam",), None, 256),  # LiteMedSAM's input is fixed at 256
+    ],
+)
+def test_bench_configs_are_the_issue_configs(tmp_path, name, foundations, foundation_px, patch):
+    """The GPU benches time the models the speed goal names: ViT-B 512 + U-Net 384 (prostate),
+    LiteMedSAM 256 + U-Net 256 (BUSI), batch 4+4 -- whatever the dataset config's default."""
+    import argparse
+
+    from dataloaders.specs import get_spec
+    from scripts.bench import bench_config
+
+    args = argparse.Namespace(device="cpu", compile=False, deterministic=False, set=[])
+    config = bench_config(name, tmp_path, args)
+    spec = get_spec(config.data.dataset)
+    assert config.model.foundation in foundations
+    if foundation_px is not None:
+        assert (config.model.image_size or spec.foundation_size) == foundation_px
+    assert (config.data.patch_size or spec.patch_size) == patch
+    assert (config.data.labeled_bs, config.data.unlabeled_bs) == (4, 4)
