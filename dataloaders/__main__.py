@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--lb_seed", type=int, default=None, help="random labeled pick")
     parser.add_argument(
+        "--val_fraction",
+        type=float,
+        default=0.0,
+        help="share of each domain's train files held out for validation (data.val_fraction)",
+    )
+    parser.add_argument(
         "--labeled_bs",
         type=int,
         default=None,
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> str:
         canvas_size=canvas,
         patch_size=spec.patch_size,
         lb_seed=args.lb_seed,
+        val_fraction=args.val_fraction,
         labeled_bs=args.labeled_bs,
         # Copy-paste pairs labeled and unlabeled samples, so both batches have this size.
         unlabeled_bs=args.labeled_bs,

@@ -10,6 +10,7 @@ labeled / unlabeled / per-domain test sets of one experiment the way the referen
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -283,6 +284,7 @@ class SplitFiles:
     test: list[list[SampleFiles]]  # per domain, in spec.domains order
     labeled_domain: int  # 0-based
     train_counts: list[int]  # per domain
+    val: list[list[SampleFiles]] = field(default_factory=list)  # per domain; [] = no val split
 
 
 @dataclass
@@ -293,6 +295,8 @@ class DataSplits:
     unlabeled: SegmentationDataset  # its masks are kept for diagnostics only
     test: dict[str, SegmentationDataset]  # domain folder name -> test set
     labeled_domain: int  # 0-based
+    # domain folder name -> validation set held out of the train files; {} = none
+    val: dict[str, SegmentationDataset] = field(default_factory=dict)
 
 
 def _pick(n: int, lb_num: int, labeled_bs: int | None, lb_seed: int | None) -> list[int]:
@@ -317,6 +321,7 @@ def plan_splits(
     lb_seed: int | None = None,
     labeled_bs: int | None = None,
     unlabeled_bs: int | None = None,
+    val_fraction: float = 0.0,
 ) -> SplitFiles:
     """Choose the labeled, unlabeled and test files (cheap: nothing is decoded).
 
@@ -326,14 +331,21 @@ def plan_splits(
             ``lb_num`` in sorted order (the reference), or a random draw seeded by ``lb_seed``.
         labeled_bs: if given, ``lb_num`` must be at least this labeled batch size.
         unlabeled_bs: if given, the unlabeled set must hold at least this many images.
+        val_fraction: in [0, 1). If > 0, the last ``ceil(val_fraction * n)`` train files of
+            each domain in sorted order (n = the domain's train files), skipping labeled ones,
+            become that domain's validation set, for choices that must not see the test split.
 
-    The unlabeled set is every other train file of every domain (labeled domain included).
+    The unlabeled set is every other train file of every domain (labeled domain included); the
+    labeled files are chosen before the validation files, so they do not depend on
+    ``val_fraction``.
 
     Raises:
         DataError: missing root or domain folder, unpaired files, an unknown domain, lb_num out
             of range, a labeled (unlabeled) set smaller than ``labeled_bs`` (``unlabeled_bs``),
-            an empty unlabeled or test set.
+            an empty unlabeled or test set, ``val_fraction`` out of range.
     """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction={val_fraction}: expected a value in [0, 1)")
     try:
         lb = spec.domain_index(lb_domain)
     except ValueError as error:
@@ -342,9 +354,13 @@ def plan_splits(
     test = _scan_test_files(spec, root)
     picked = _pick(len(train[lb]), lb_num, labeled_bs, lb_seed)
     chosen = set(picked)
-    unlabeled, unlabeled_domains = [], []
+    unlabeled, unlabeled_domains, val = [], [], []
     for d, files in enumerate(train):
         kept = [f for i, f in enumerate(files) if d != lb or i not in chosen]
+        # Fewer files than the share asks for (a labeled domain) -> all that are left.
+        cut = max(len(kept) - _validation_count(len(files), val_fraction), 0)
+        val.append(kept[cut:])
+        kept = kept[:cut]
         unlabeled += kept
         unlabeled_domains += [d] * len(kept)
     if len(unlabeled) < max(1, unlabeled_bs or 1):
@@ -356,7 +372,19 @@ def plan_splits(
     for warning in count_warnings(spec, train_counts):
         logger.warning(warning)
     labeled = [train[lb][i] for i in picked]
-    return SplitFiles(labeled, unlabeled, unlabeled_domains, test, lb, train_counts)
+    empty_val = [spec.domains[d] for d, files in enumerate(val) if not files]
+    if val_fraction > 0 and empty_val:
+        raise DataError(
+            f"val_fraction={val_fraction}: no train files left for a validation set in "
+            f"{', '.join(empty_val)}; lower lb_num or raise val_fraction"
+        )
+    val = val if val_fraction > 0 else []
+    return SplitFiles(labeled, unlabeled, unlabeled_domains, test, lb, train_counts, val)
+
+
+def _validation_count(n: int, fraction: float) -> int:
+    """Validation files of a domain with ``n`` train files: ceil(fraction * n), 0 if fraction 0."""
+    return math.ceil(fraction * n - 1e-9) if fraction > 0 else 0
 
 
 def build_splits(
@@ -370,6 +398,7 @@ def build_splits(
     lb_seed: int | None = None,
     labeled_bs: int | None = None,
     unlabeled_bs: int | None = None,
+    val_fraction: float = 0.0,
     progress: bool = False,
     num_workers: int = 4,
 ) -> DataSplits:
@@ -377,8 +406,8 @@ def build_splits(
 
     Files are chosen by :func:`plan_splits` (same arguments and errors) before anything is
     decoded. Images are cached at ``canvas_size``; masks of the training sets at
-    ``canvas_size``, of the test sets at ``patch_size`` (the metric resolution), by
-    ``num_workers`` threads; ``progress`` shows a tqdm bar per set.
+    ``canvas_size``, of the test and validation sets at ``patch_size`` (the metric resolution),
+    by ``num_workers`` threads; ``progress`` shows a tqdm bar per set.
     """
     plan = plan_splits(
         spec,
@@ -388,6 +417,7 @@ def build_splits(
         lb_seed=lb_seed,
         labeled_bs=labeled_bs,
         unlabeled_bs=unlabeled_bs,
+        val_fraction=val_fraction,
     )
 
     def load(files: list[SampleFiles], domains: list[int], desc: str) -> SegmentationDataset:
@@ -406,8 +436,15 @@ def build_splits(
     return DataSplits(
         labeled=load(plan.labeled, [lb] * len(plan.labeled), "labeled"),
         unlabeled=load(plan.unlabeled, plan.unlabeled_domains, "unlabeled"),
-        test=_load_test_sets(spec, plan.test, canvas_size, patch_size, progress, num_workers),
+        test=_load_eval_sets(spec, plan.test, canvas_size, patch_size, progress, num_workers),
         labeled_domain=lb,
+        val=(
+            _load_eval_sets(
+                spec, plan.val, canvas_size, patch_size, progress, num_workers, split="val"
+            )
+            if plan.val
+            else {}
+        ),
     )
 
 
@@ -427,7 +464,7 @@ def build_test_sets(
         DataError: a missing folder, an unpaired file, or a domain without test samples.
     """
     files = _scan_test_files(spec, root)
-    return _load_test_sets(spec, files, canvas_size, patch_size, progress, num_workers)
+    return _load_eval_sets(spec, files, canvas_size, patch_size, progress, num_workers)
 
 
 def _scan_test_files(spec: DatasetSpec, root: str | Path) -> list[list[SampleFiles]]:
@@ -438,16 +475,18 @@ def _scan_test_files(spec: DatasetSpec, root: str | Path) -> list[list[SampleFil
     return test
 
 
-def _load_test_sets(
+def _load_eval_sets(
     spec: DatasetSpec,
-    test: list[list[SampleFiles]],
+    files_per_domain: list[list[SampleFiles]],
     canvas_size: int,
     patch_size: int,
     progress: bool,
     num_workers: int,
+    split: str = "test",
 ) -> dict[str, SegmentationDataset]:
+    """Per-domain evaluation sets: images at ``canvas_size``, masks at ``patch_size``."""
     sets = {}
-    for d, (name, files) in enumerate(zip(spec.domains, test)):
+    for d, (name, files) in enumerate(zip(spec.domains, files_per_domain)):
         cached = load_samples(
             spec,
             files,
@@ -456,7 +495,7 @@ def _load_test_sets(
             mask_size=patch_size,
             num_workers=num_workers,
             progress=progress,
-            desc=f"test {name}",
+            desc=f"{split} {name}",
         )
         sets[name] = SegmentationDataset(cached)
     return sets
@@ -494,12 +533,13 @@ def _sizes_text(sizes: list[tuple[int, int]]) -> str:
 def describe_splits(splits: DataSplits, spec: DatasetSpec) -> str:
     """A per-domain table of counts, native image sizes (W x H) and mean class pixel fractions.
 
+    "train" = labeled + unlabeled + val (the validation files held out of the train files).
     Fractions are averaged over the domain's train and test samples (each sample counts once);
     "empty" counts samples without any foreground pixel. Warnings follow the table.
     """
     parts = [splits.labeled.samples, splits.unlabeled.samples]
-    parts += [d.samples for d in splits.test.values()]
-    header = ["domain", "train", "test", "labeled", "unlabeled", "image sizes"]
+    parts += [d.samples for d in (*splits.test.values(), *splits.val.values())]
+    header = ["domain", "train", "test", "labeled", "unlabeled", "val", "image sizes"]
     header += [f"%{name}" for name in ("background", *spec.class_names)] + ["empty"]
     rows = []
     for d, folder in enumerate(spec.domains):
@@ -507,6 +547,7 @@ def describe_splits(splits: DataSplits, spec: DatasetSpec) -> str:
         labeled = int((splits.labeled.samples.domains == d).sum())
         unlabeled = int((splits.unlabeled.samples.domains == d).sum())
         n_test = len(splits.test[folder])
+        n_val = len(splits.val[folder]) if splits.val else 0
         sizes, fractions = [], []
         for part in parts:
             keep = (part.domains == d).nonzero().flatten().tolist()
@@ -514,10 +555,11 @@ def describe_splits(splits: DataSplits, spec: DatasetSpec) -> str:
             fractions.append(class_fractions(part.masks[keep], spec.num_classes))
         frac = torch.cat(fractions)
         name = folder if title == folder else f"{folder} ({title})"
-        row = [name, labeled + unlabeled, n_test, labeled, unlabeled, _sizes_text(sizes)]
+        row = [name, labeled + unlabeled + n_val, n_test, labeled, unlabeled, n_val]
+        row.append(_sizes_text(sizes))
         row += [f"{100 * v:.2f}" for v in frac.mean(0).tolist()]
         rows.append([*map(str, row), str(int((frac[:, 1:].sum(1) == 0).sum()))])
-    total = [sum(int(r[i]) for r in rows) for i in range(1, 5)]
+    total = [sum(int(r[i]) for r in rows) for i in range(1, 6)]
     rows.append(["total", *map(str, total), "", *[""] * (spec.num_classes + 1), ""])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []

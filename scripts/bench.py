@@ -290,8 +290,8 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
         "peak_tflops": peak,
         "phases_ms": {k: 1000 * v for k, v in phases.items()},
         "eval_seconds": eval_seconds,
-        "eval_slices": sum(len(d) for d in trainer.data.test.values()),
-        "eval_domains": len(trainer.data.test),
+        "eval_slices": sum(len(d) for d in trainer.eval_sets.values()),
+        "eval_domains": len(trainer.eval_sets),
         "sync_check": sync,
     }
 

@@ -5,11 +5,13 @@
     python scripts/summarize.py runs/busi/* --out docs/busi_table  # writes .md and .csv
 
 Each run contributes its ``test_<checkpoint>.json`` (from ``python test.py --run DIR``) when it
-exists, otherwise its latest ``eval/<step>.json``. Default layout (paper Table 6): one row per
-run and model with the Dice of every test domain (mean over the dataset's regions), then mean
-Dice, Jaccard, 95HD and ASD averaged over domains. With ``--by_labeled_domain`` (Tables 3-5):
-one row per method and model, one column per labeled domain holding the mean Dice over all test
-domains, and their average.
+exists, otherwise its latest ``eval/<step>.json`` (marked in the source column when that holds
+validation-split results, i.e. the run used ``data.val_fraction``).
+
+Default layout (paper Table 6): one row per run and model with the Dice of every test domain
+(mean over the dataset's regions), then mean Dice, Jaccard, 95HD and ASD averaged over domains.
+With ``--by_labeled_domain`` (Tables 3-5): one row per method and model, one column per labeled
+domain holding the mean Dice over all test domains, and their average.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ def load_run(run_dir: Path, checkpoint: str) -> tuple[dict[str, Any], dict[str, 
     evals = sorted((run_dir / "eval").glob("*.json"), key=lambda p: int(p.stem))
     if not evals:
         raise FileNotFoundError(f"{run_dir}: no test_{checkpoint}.json and no eval/<step>.json")
-    return config, json.loads(evals[-1].read_text())["results"], f"eval/{evals[-1].name}"
+    latest = json.loads(evals[-1].read_text())
+    split = latest.get("split", "test")  # runs with data.val_fraction > 0 evaluate on "val"
+    source = f"eval/{evals[-1].name}" + ("" if split == "test" else f" ({split} split)")
+    return config, latest["results"], source
 
 
 def _fmt(value: float | None, scale: float = 1.0) -> str:

@@ -117,6 +117,47 @@ def test_lb_domain_forms_and_seeded_pick(tmp_path) -> None:
     assert len(seeded.unlabeled) == 14 - 3
 
 
+def test_validation_split_is_the_sorted_tail_of_the_train_files(tmp_path) -> None:
+    root = make_split_folders(tmp_path, train=(5, 10, 2))
+    plain = plan_splits(SPEC, root, 2, 3)
+    plan = plan_splits(SPEC, root, 2, 3, val_fraction=0.2)
+    # ceil(0.2 n) per domain, the last files in sorted order, labeled files never among them.
+    assert [[f.name for f in files] for files in plan.val] == [
+        ["siteA/0004"],
+        ["siteB/0008", "siteB/0009"],
+        ["siteC/0001"],
+    ]
+    assert [f.name for f in plan.labeled] == [f.name for f in plain.labeled]
+    val_names = {f.name for files in plan.val for f in files}
+    assert not val_names & {f.name for f in plan.unlabeled}
+    assert {f.name for f in plan.unlabeled} == {f.name for f in plain.unlabeled} - val_names
+    assert plan.unlabeled_domains == [0] * 4 + [1] * 5 + [2]
+    assert plain.val == []
+    splits = build_splits(SPEC, root, 2, 3, canvas_size=8, patch_size=6, val_fraction=0.2)
+    assert list(splits.val) == list(SPEC.domains)
+    assert [len(v) for v in splits.val.values()] == [1, 2, 1]
+    assert splits.val["siteB"].samples.masks.shape == (2, 6, 6)  # at the metric resolution
+    assert build_splits(SPEC, root, 2, 3, canvas_size=8, patch_size=6).val == {}
+    # The labeled domain keeps 1 file after lb_num=9, fewer than ceil(0.5 * 10) = 5: it is held
+    # out, and siteB contributes nothing to the unlabeled set.
+    crowded = plan_splits(SPEC, root, 2, 9, val_fraction=0.5)
+    assert [f.name for f in crowded.val[1]] == ["siteB/0009"]
+    assert 1 not in crowded.unlabeled_domains
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_validation_fraction_out_of_range(tmp_path, fraction: float) -> None:
+    root = make_split_folders(tmp_path)
+    with pytest.raises(DataError, match=r"val_fraction=.*\[0, 1\)"):
+        plan_splits(SPEC, root, 2, 2, val_fraction=fraction)
+
+
+def test_validation_split_needs_files_left_in_every_domain(tmp_path) -> None:
+    root = make_split_folders(tmp_path, train=(3, 4, 2))
+    with pytest.raises(DataError, match="no train files left for a validation set in siteB"):
+        plan_splits(SPEC, root, 2, 4, val_fraction=0.2)
+
+
 def test_masks_are_resized_from_the_native_mask(tmp_path) -> None:
     root = make_split_folders(tmp_path, train=(0, 0, 0), test=(0, 0, 0))
     raw = np.where((np.arange(10)[:, None] + np.arange(10)) % 2 == 0, 255, 0).astype(np.uint8)

@@ -158,6 +158,27 @@ def test_baselines_train_and_evaluate(
     assert set(results) == evaluated
 
 
+def test_validation_split_replaces_the_test_split_during_training(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """With data.val_fraction, eval/ and best.pt see held-out train files; test.py the test set."""
+    out = tmp_path / "run"
+    assert train(data_root, out, 2, "--set", "data.val_fraction=0.5") == 0
+    record = json.loads((out / "eval" / "2.json").read_text())
+    assert record["split"] == "val"
+    # 6 train files per site, ceil(0.5 * 6) = 3 held out; the labeled site keeps 6 - 4 = 2.
+    counts = {d: v["n"] for d, v in record["results"]["unet"]["domains"].items()}
+    assert counts == {"siteA": 2, "siteB": 3, "siteC": 3}
+    assert "evaluation on the val split" in (out / "train.log").read_text()
+    from scripts import summarize
+
+    assert summarize.main([str(out), "--out", str(tmp_path / "val_table")]) == 0
+    assert "eval/2.json (val split)" in (tmp_path / "val_table.md").read_text()
+    assert test_cli.main(["--run", str(out), "--device", "cpu"]) == 0
+    tested = json.loads((out / "test_last.json").read_text())["results"]["unet"]["domains"]
+    assert {d: v["n"] for d, v in tested.items()} == {"siteA": 2, "siteB": 2, "siteC": 2}
+
+
 def test_real_busi_files_train_and_evaluate(busi_root: Path, tmp_path: Path) -> None:
     """A few steps on a handful of real BUSI images (the real-data path stays covered)."""
     root = tmp_path / "busi"

@@ -130,7 +130,7 @@ def run_sizes(config: Config, spec: DatasetSpec, models: Models) -> Sizes:
 def build_data(
     config: Config, spec: DatasetSpec, sizes: Sizes, progress: bool = True
 ) -> DataSplits:
-    """Decoded, cached labeled / unlabeled / test sets of the config's dataset."""
+    """Decoded, cached labeled / unlabeled / test (and validation) sets of the config's dataset."""
     if config.data.labeled_bs != config.data.unlabeled_bs:
         raise ConfigError(
             "data.labeled_bs and data.unlabeled_bs must be equal: copy-paste pairs labeled "
@@ -147,6 +147,7 @@ def build_data(
         lb_seed=config.data.lb_seed,
         labeled_bs=config.data.labeled_bs,
         unlabeled_bs=config.data.unlabeled_bs,
+        val_fraction=config.data.val_fraction,
         progress=progress,
     )
 

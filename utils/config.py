@@ -29,6 +29,9 @@ class DataConfig:
     unlabeled_bs: int = 4  # unlabeled images per iteration (copy-paste pairs them: must be equal)
     canvas_size: int | None = None  # cached square canvas; None = max(foundation input, patch)
     patch_size: int | None = None  # U-Net input and metric resolution; None = the spec's
+    # > 0: hold out the last ceil(val_fraction * n) train files of each domain; evaluations during
+    # training (eval/, best.pt) then use them instead of the test split. 0 = the reference.
+    val_fraction: float = 0.0
 
 
 @dataclass

@@ -144,6 +144,9 @@ class Trainer:
         self.data = build_data(config, self.spec, self.sizes, progress=progress)
         self.labeled = self.data.labeled.samples
         self.unlabeled = self.data.unlabeled.samples
+        # Training-time evaluations (eval/, best.pt) use the held-out validation split if any.
+        self.eval_split = "val" if self.data.val else "test"
+        self.eval_sets = self.data.val or self.data.test
         self._move_train_data()
         self.max_iterations = config.train.max_iterations or self.spec.max_iterations
         self.regions = [classes for _, classes in self.spec.eval_regions]
@@ -361,7 +364,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- evaluation
     def evaluate(self, examples: dict[str, list] | None = None) -> dict[str, Any]:
-        """Evaluate the configured students (and teachers on request) on every test domain."""
+        """Evaluate the configured students (and teachers on request) on every domain of
+        ``self.eval_split`` (the validation split when ``data.val_fraction`` > 0, else test)."""
         cfg = self.config.eval
         predictors = build_predictors(self.models, self.sizes, cfg.models, teachers=cfg.teachers)
 
@@ -374,7 +378,7 @@ class Trainer:
             with self._autocast():
                 return evaluate(
                     predictors,
-                    self.data.test,
+                    self.eval_sets,
                     self.spec,
                     patch_size=self.sizes.patch,
                     device=self.device,
@@ -393,7 +397,10 @@ class Trainer:
         eval_dir = self.run_dir / "eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
         (eval_dir / f"{self.step}.json").write_text(
-            json.dumps({"step": self.step, "results": to_json_ready(results)}, indent=1)
+            json.dumps(
+                {"step": self.step, "split": self.eval_split, "results": to_json_ready(results)},
+                indent=1,
+            )
         )
         self._log_eval(results, examples)
         metric = self._selection_metric(results)
@@ -403,7 +410,8 @@ class Trainer:
             save_checkpoint(self.state(), save_dir / "best.pt")
         save_checkpoint(self.state(), save_dir / "last.pt")
         logger.info(
-            "evaluation at step %d (best mean Dice %.4f at step %s):\n%s",
+            "evaluation on the %s split at step %d (best mean Dice %.4f at step %s):\n%s",
+            self.eval_split,
             self.step,
             self.best["metric"],
             self.best["step"],
@@ -419,17 +427,18 @@ class Trainer:
         return -math.inf if value is None or math.isnan(value) else value
 
     def _log_eval(self, results: dict[str, Any], examples: dict[str, list]) -> None:
+        tag = "eval" if self.eval_split == "test" else self.eval_split
         for model, result in results.items():
             for domain, values in result["domains"].items():
                 for region, metrics in values["regions"].items():
                     self.writer.add_scalar(
-                        f"eval/{model}/{domain}/{region}/dice", metrics["dice"], self.step
+                        f"{tag}/{model}/{domain}/{region}/dice", metrics["dice"], self.step
                     )
             for metric, value in result["mean"]["mean"].items():
-                self.writer.add_scalar(f"eval/{model}/mean/{metric}", value, self.step)
-        self._log_prediction_grid(examples)
+                self.writer.add_scalar(f"{tag}/{model}/mean/{metric}", value, self.step)
+        self._log_prediction_grid(examples, tag)
 
-    def _log_prediction_grid(self, examples: dict[str, list]) -> None:
+    def _log_prediction_grid(self, examples: dict[str, list], tag: str) -> None:
         by_domain: dict[str, dict[str, dict]] = {}
         for key, payloads in examples.items():
             model, domain = key.split("/", 1)
@@ -444,7 +453,7 @@ class Trainer:
                 prediction_grid(images, first["target"][:n].cpu(), preds, self.spec.num_classes + 1)
             )
         if rows:
-            self.writer.add_image("eval/predictions", torch.cat(rows, dim=1), self.step)
+            self.writer.add_image(f"{tag}/predictions", torch.cat(rows, dim=1), self.step)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
