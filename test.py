@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from dataloaders.datasets import DataError, build_test_sets
+from dataloaders.datasets import DataError
 from dataloaders.specs import get_spec
+from dataloaders.splits import build_test_sets
 from utils.build import build_models, build_predictors, run_sizes, seed_everything, select_device
 from utils.checkpoint import (
     CheckpointError,

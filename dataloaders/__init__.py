@@ -1,18 +1,20 @@
-"""Data layer: dataset specs, file discovery, decoding and cached multi-domain datasets."""
+"""Data layer: dataset specs, file discovery, decoding, cached multi-domain datasets, splits."""
 
 from dataloaders.datasets import (
     CachedSamples,
     DataError,
-    DataSplits,
     SampleFiles,
     SegmentationDataset,
+    load_samples,
+    scan_split,
+)
+from dataloaders.splits import (
+    DataSplits,
     SplitFiles,
     build_splits,
     build_test_sets,
     describe_splits,
-    load_samples,
     plan_splits,
-    scan_split,
 )
 
 __all__ = [

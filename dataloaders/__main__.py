@@ -12,8 +12,9 @@ import argparse
 import logging
 import sys
 
-from dataloaders.datasets import DataError, build_splits, describe_splits, scan_split
+from dataloaders.datasets import DataError, scan_split
 from dataloaders.specs import DATASETS, get_spec
+from dataloaders.splits import build_splits, describe_splits
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,5 @@
-"""File discovery, decoding, split selection and every bad-input error of dataloaders.datasets."""
+"""File discovery, decoding, split selection (dataloaders.datasets, dataloaders.splits) and every
+bad-input error of the data layer."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from PIL import Image
 from dataloaders.datasets import (
     DataError,
     SegmentationDataset,
-    build_splits,
     decode_mask,
     load_samples,
-    plan_splits,
     scan_split,
 )
 from dataloaders.specs import BUSI, FUNDUS, MNMS, SYNTHETIC
+from dataloaders.splits import build_splits, plan_splits
 
 SPEC = SYNTHETIC  # split_folders, gray masks 0 = background, 255 = organ, 128 = lesion
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataloaders.datasets import build_splits
 from dataloaders.specs import SYNTHETIC
+from dataloaders.splits import build_splits
 from dataloaders.synthetic import MARKER, STYLES, generate_synthetic, main, render
 
 SMALL = {"train_per_domain": 4, "test_per_domain": 2, "size": 64}

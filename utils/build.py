@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataloaders.datasets import DataSplits, build_splits
 from dataloaders.specs import DatasetSpec
+from dataloaders.splits import DataSplits, build_splits
 from dataloaders.transforms import resize_images
 from networks import FOUNDATIONS, build_foundation, build_unet
 from utils.config import Config, ConfigError
