@@ -127,35 +127,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_iterations(trainer, count: int) -> list[float]:
-    """Wall-clock seconds of ``count`` synchronised iterations."""
-    times = []
-    for _ in range(count):
-        synchronize(trainer.device)
-        start = time.perf_counter()
-        trainer.train_step()
-        trainer.step += 1
-        synchronize(trainer.device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def time_back_to_back(trainer, count: int) -> float:
-    """Mean seconds per iteration over ``count`` iterations with one synchronisation at the end:
-    the rate a training run sees between two log steps (the host queues the next iteration while
-    the device still works on this one)."""
-    synchronize(trainer.device)
-    start = time.perf_counter()
-    for _ in range(count):
-        trainer.train_step()
-        trainer.step += 1
-    synchronize(trainer.device)
-    return (time.perf_counter() - start) / count
-
-
-PHASES = ("batches", "forward", "backward", "optimizers + EMA")
-
-
 def timed(device: torch.device, fn, *args):
     """(result of fn(*args), its synchronised wall-clock seconds)."""
     synchronize(device)
@@ -163,6 +134,28 @@ def timed(device: torch.device, fn, *args):
     result = fn(*args)
     synchronize(device)
     return result, time.perf_counter() - start
+
+
+def advance(trainer, count: int = 1) -> None:
+    """``count`` training iterations, stepping the counter as the training loop does."""
+    for _ in range(count):
+        trainer.train_step()
+        trainer.step += 1
+
+
+def time_iterations(trainer, count: int) -> list[float]:
+    """Wall-clock seconds of ``count`` synchronised iterations."""
+    return [timed(trainer.device, advance, trainer)[1] for _ in range(count)]
+
+
+def time_back_to_back(trainer, count: int) -> float:
+    """Mean seconds per iteration over ``count`` iterations with one synchronisation at the end:
+    the rate a training run sees between two log steps (the host queues the next iteration while
+    the device still works on this one)."""
+    return timed(trainer.device, advance, trainer, count)[1] / count
+
+
+PHASES = ("batches", "forward", "backward", "optimizers + EMA")
 
 
 def time_phases(trainer, count: int) -> dict[str, float]:
@@ -190,9 +183,7 @@ def profile_iterations(trainer, count: int, path: Path) -> None:
     cuda = trainer.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as profiler:
-        for _ in range(count):
-            trainer.train_step()
-            trainer.step += 1
+        advance(trainer, count)
         synchronize(trainer.device)
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     table = profiler.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
@@ -210,10 +201,9 @@ def count_flops(trainer) -> float:
     counter = FlopCounterMode(display=False)
     try:
         with counter:
-            trainer.train_step()
+            advance(trainer)
     finally:
         trainer.step_models = compiled
-    trainer.step += 1
     return float(counter.get_total_flops())
 
 
@@ -223,9 +213,7 @@ def sync_check(trainer, count: int) -> str:
         return "skipped (no CUDA)"
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for _ in range(count):
-            trainer.train_step()
-            trainer.step += 1
+        advance(trainer, count)
     except RuntimeError as error:
         return f"FAILED: {error}".splitlines()[0]
     finally:
