@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,10 +173,39 @@ def test_boxes_fit_and_areas_in_range() -> None:
     assert (y0 + h <= size).all() and (x0 + w <= size).all()
     area = (h * w).float()
     assert (area <= 0.4 * size * size).all()
-    # w, h = floor(sqrt(.)) so (w + 1)(h + 1) > drawn area >= 2 % of the image (when not clamped).
-    unclamped = (h < size) & (w < size)
-    assert ((h + 1) * (w + 1))[unclamped].min() > 0.02 * size * size
+    # w, h = floor(sqrt(.)) so (w + 1)(h + 1) > drawn area >= 2 % of the image.
+    assert ((h + 1) * (w + 1)).min() > 0.02 * size * size
     assert area.min() < 0.05 * size * size and area.max() > 0.35 * size * size
+
+
+def _reference_boxes(n: int, size: int, seed: int) -> torch.Tensor:
+    """The reference's host loop (SPEC 4.5): area once, then ratio and corner until it fits."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        area = rng.uniform(0.02, 0.4) * size * size
+        while True:
+            r = rng.uniform(0.3, 1 / 0.3)
+            w, h = int(np.sqrt(area / r)), int(np.sqrt(area * r))
+            x, y = rng.integers(0, size), rng.integers(0, size)
+            if x + w <= size and y + h <= size:
+                break
+        rows.append((y, x, h, w))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_boxes_follow_the_reference_distribution() -> None:
+    # Rejecting whole (ratio, corner) draws favours squarer boxes and never yields full-side
+    # strips; clamping w, h to the grid instead would give ~4 % strips and a mean h/w of ~1.8.
+    n, size = 4000, 64
+    ours = _boxes(1, batch=n, size=size).double()
+    reference = _reference_boxes(n, size, seed=1)
+    for boxes in (ours, reference):
+        assert ((boxes[:, 2] == size) | (boxes[:, 3] == size)).double().mean() < 0.01
+    ratio_ours, ratio_ref = (b[:, 2] / b[:, 3] for b in (ours, reference))
+    assert abs(ratio_ours.mean() - ratio_ref.mean()) < 0.08  # ~1.65; standard error ~0.02
+    for column in range(4):  # y0, x0, h, w; standard errors ~0.2-0.3 px
+        assert abs(ours[:, column].mean() - reference[:, column].mean()) < 1.5
 
 
 def test_same_seed_same_boxes() -> None:
