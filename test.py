@@ -18,12 +18,17 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from dataloaders.datasets import DataError
 from dataloaders.specs import get_spec
 from dataloaders.splits import build_test_sets
-from utils.build import build_models, build_predictors, run_sizes, seed_everything, select_device
+from utils.build import (
+    build_models,
+    build_predictors,
+    configure_backend,
+    run_sizes,
+    seed_everything,
+    select_device,
+)
 from utils.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> dict:
     config.model.checkpoint = args.foundation_checkpoint or config.model.checkpoint
     spec = get_spec(config.data.dataset)
     device = select_device(args.device)
+    configure_backend(device, config.train.deterministic)  # the same TF32 settings as training
     # Same seed and build order as training: a randomly initialised frozen encoder (the "tiny"
     # test model) is then identical; pretrained models do not depend on it.
     seed_everything(config.train.seed)
@@ -102,29 +108,24 @@ def run(args: argparse.Namespace) -> dict:
         if args.save_predictions
         else None
     )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and config.train.amp
-        else torch.autocast("cpu", enabled=False)
-    )
-    with autocast:
-        results = evaluate(
-            predictors,
-            build_test_sets(
-                spec,
-                config.data.root,
-                canvas_size=sizes.canvas,
-                patch_size=sizes.patch,
-                progress=True,
-            ),
+    # fp32, no autocast, as the reference's test() and the training-time evaluations.
+    results = evaluate(
+        predictors,
+        build_test_sets(
             spec,
+            config.data.root,
+            canvas_size=sizes.canvas,
             patch_size=sizes.patch,
-            device=device,
-            batch_size=args.batch_size or config.eval.batch_size,
-            penalty=config.eval.empty_distance_penalty,
-            on_batch=on_batch,
             progress=True,
-        )
+        ),
+        spec,
+        patch_size=sizes.patch,
+        device=device,
+        batch_size=args.batch_size or config.eval.batch_size,
+        penalty=config.eval.empty_distance_penalty,
+        on_batch=on_batch,
+        progress=True,
+    )
     print(f"{path} (step {state['step']}):\n{format_table(results, spec)}")
     (run_dir / f"test_{tag}.json").write_text(
         json.dumps(

@@ -101,7 +101,8 @@ def slice_metrics(pred: Tensor, target: Tensor, *, penalty: float = 100.0) -> di
     empty_pred, empty_target = size_p == 0, size_t == 0
     both_empty = empty_pred & empty_target
     one = torch.ones_like(inter)
-    # Both empty: 0/0, defined as 1 like medpy >= 0.5; one empty gives 0 by the formulas.
+    # Both empty: 0/0, defined as 1 like the reference's dice_calcu (medpy 0.5.2 returns NaN for
+    # dc, 1 for jc); one empty gives 0 by the formulas.
     dice = torch.where(both_empty, one, 2 * inter / (size_p + size_t).clamp_min(1))
     jaccard = torch.where(both_empty, one, inter / (size_p + size_t - inter).clamp_min(1))
     valid = ~(empty_pred | empty_target)

@@ -374,19 +374,18 @@ class Trainer:
                 examples[f"{model}/{domain}"].append(payload)
 
         self._eval_modes()
-        try:
-            with self._autocast():
-                return evaluate(
-                    predictors,
-                    self.eval_sets,
-                    self.spec,
-                    patch_size=self.sizes.patch,
-                    device=self.device,
-                    batch_size=cfg.batch_size,
-                    penalty=cfg.empty_distance_penalty,
-                    on_batch=keep_examples,
-                    progress=False,
-                )
+        try:  # fp32, no autocast, as the reference's test(): bf16 would flip near-tie pixels
+            return evaluate(
+                predictors,
+                self.eval_sets,
+                self.spec,
+                patch_size=self.sizes.patch,
+                device=self.device,
+                batch_size=cfg.batch_size,
+                penalty=cfg.empty_distance_penalty,
+                on_batch=keep_examples,
+                progress=False,
+            )
         finally:
             self._train_modes()
 
