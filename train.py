@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
 from dataloaders.datasets import DataError
 from dataloaders.specs import get_spec
 from utils.checkpoint import CheckpointError
-from utils.config import Config, ConfigError, load_config, save_config
+from utils.config import (
+    RESUMABLE_KEYS,
+    Config,
+    ConfigError,
+    check_resumable,
+    config_differences,
+    load_config,
+    parse_override,
+    save_config,
+)
 from utils.logging import setup_logging
 from utils.synfoc import validate_method
 from utils.trainer import Trainer
@@ -70,13 +80,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def default_run_name(config: Config) -> str:
-    """E.g. ``synfoc_both_litemedsam_d1_n20_s1337`` (method, students, foundation, labels, seed)."""
+# Settings the default run name already shows (or that do not define the experiment).
+_NAMED_KEYS = (
+    "data.dataset",
+    "data.lb_domain",
+    "data.lb_num",
+    "model.foundation",
+    "method.students",
+    "method.supervised_only",
+    "train.seed",
+    *RESUMABLE_KEYS,
+)
+
+
+def default_run_name(config: Config, overrides: list[str] = ()) -> str:
+    """E.g. ``synfoc_both_litemedsam_d1_n20_s1337`` (method, students, foundation, labels, seed),
+    then one ``_<key>-<value>`` per other ``--set`` override (``..._alpha-self``), so that an
+    ablation never lands in, and resumes, the folder of another run."""
     method, data = config.method, config.data
     kind = "suponly" if method.supervised_only else "synfoc"
     foundation = config.model.foundation if method.students != "unet" else "none"
     labels = f"d{data.lb_domain}_n{data.lb_num}"
-    return f"{kind}_{method.students}_{foundation}_{labels}_s{config.train.seed}"
+    name = f"{kind}_{method.students}_{foundation}_{labels}_s{config.train.seed}"
+    suffixes: dict[str, str] = {}  # key -> suffix; a repeated key keeps its last value
+    for text in overrides:
+        section, key, _ = parse_override(text)
+        if f"{section}.{key}" not in _NAMED_KEYS and not section.startswith("eval"):
+            value = re.sub(r"[^A-Za-z0-9.+-]+", "-", text.split("=", 1)[1]).strip("-")
+            suffixes[f"{section}.{key}"] = f"{key}-{value}"
+    return "_".join([name, *suffixes.values()])
 
 
 def overrides_of(args: argparse.Namespace) -> list[str]:
@@ -94,7 +126,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, Path]:
     if args.config is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
     config = load_config(args.config, overrides)
-    config.train.name = config.train.name or default_run_name(config)
+    config.train.name = config.train.name or default_run_name(config, args.set)
     run_dir = Path(config.train.out or Path("runs") / config.data.dataset / config.train.name)
     config.train.out = str(run_dir)
     return config, run_dir
@@ -109,6 +141,20 @@ def check_config(config: Config) -> None:
         raise ConfigError(error.args[0]) from None
 
 
+def warn_schedule_change(saved: Config, config: Config) -> None:
+    """A resumed run with a new length stretches lambda(t) and the lr schedules from here on."""
+    for key, old, new in config_differences(saved, config):
+        if key == "train.max_iterations":
+            logger.warning(
+                "train.max_iterations %s -> %s: lambda(t) and the lr schedules follow the new "
+                "length from the resumed step on; the run is not the same as one trained for %s "
+                "iterations from the start",
+                old,
+                new,
+                new,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     resume = args.resume is not None
@@ -116,18 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         config, run_dir = resolve_config(args)
         check_config(config)
         last = run_dir / "checkpoints" / "last.pt"
-        if args.auto_resume and not resume and last.is_file():
-            resume = True
-            config = load_config(run_dir / "config.yaml", overrides_of(args))
+        resume = resume or (args.auto_resume and last.is_file())
         if resume and not last.is_file():
             raise CheckpointError(f"--resume: {last} does not exist")
         if not resume and last.is_file():
             raise ConfigError(
                 f"{run_dir} already holds a run; use --resume {run_dir} or another --out"
             )
+        saved = load_config(run_dir / "config.yaml") if resume else config
+        check_resumable(saved, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         setup_logging(run_dir / "train.log")
         logger.info("command: %s", " ".join(sys.argv))
+        warn_schedule_change(saved, config)
         save_config(config, run_dir / "config.yaml")
         Trainer(config, run_dir, resume=resume, progress=not args.no_progress).fit()
     except (ConfigError, CheckpointError, DataError, FileNotFoundError) as error:

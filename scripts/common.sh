@@ -4,7 +4,8 @@
 #   MEDSAM_CHECKPOINT  MedSAM ViT-B weights (default checkpoints/medsam_vit_b.pth). When the file
 #                      exists the runs use MedSAM, as in the paper; otherwise the packaged
 #                      LiteMedSAM (no download needed).
-#   FOUNDATION         force a foundation model (litemedsam | medsam_vit_b | sam_vit_b ...).
+#   FOUNDATION         force a foundation model (litemedsam | medsam_vit_b | sam_vit_b | tiny ...);
+#                      only medsam_vit_b is given $MEDSAM_CHECKPOINT.
 #   PYTHON             interpreter (default: python).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,10 +18,10 @@ foundation_args() {
   if [[ -z "$name" ]]; then
     if [[ -f "$MEDSAM_CHECKPOINT" ]]; then name=medsam_vit_b; else name=litemedsam; fi
   fi
-  if [[ "$name" == litemedsam ]]; then
-    echo "--foundation litemedsam"
-  else
-    echo "--foundation $name --checkpoint $MEDSAM_CHECKPOINT"
+  if [[ "$name" == medsam_vit_b ]]; then
+    echo "--foundation medsam_vit_b --checkpoint $MEDSAM_CHECKPOINT"
+  else  # the others find their own weights (or need none)
+    echo "--foundation $name"
   fi
 }
 

@@ -41,12 +41,29 @@ class Sizes:
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
+    """``auto`` picks CUDA when available; otherwise ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises:
+        ConfigError: for a name torch does not know, or a device this machine does not have.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available on this machine")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        logger.info("device: %s (auto)", device)
+        return device
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     return device
 
 

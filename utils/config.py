@@ -84,7 +84,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms, cudnn.benchmark off
     compile: bool = False  # torch.compile the students' forwards
     out: str | None = None  # run directory; None = runs/<dataset>/<name>
-    name: str | None = None  # run name; None = <students>_<foundation>_lb<domain>_n<lb_num>
+    name: str | None = None  # run name; None = train.py's default_run_name
 
 
 @dataclass
@@ -224,6 +224,54 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         }
         for section in dataclasses.fields(config)
     }
+
+
+# What may change when a run resumes: where its files are and how it is driven, not what it
+# trains. Any other change would silently turn the run into a different experiment.
+RESUMABLE_KEYS = (
+    "data.root",
+    "model.checkpoint",
+    "train.max_iterations",
+    "train.eval_interval",
+    "train.log_interval",
+    "train.checkpoint_interval",
+    "train.device",
+    "train.deterministic",
+    "train.compile",
+    "train.out",
+    "train.name",
+)
+RESUMABLE_SECTIONS = ("eval",)
+
+
+def config_differences(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """``(section.key, old value, new value)`` for every key that differs, in declaration order."""
+    before, after = config_to_dict(old), config_to_dict(new)
+    return [
+        (f"{section}.{key}", value, after[section][key])
+        for section, values in before.items()
+        for key, value in values.items()
+        if after[section][key] != value
+    ]
+
+
+def check_resumable(saved: Config, requested: Config) -> None:
+    """Refuse to resume ``saved`` as ``requested`` if they differ in what the run trains.
+
+    Raises:
+        ConfigError: naming every changed key that is not in :data:`RESUMABLE_KEYS` or
+            :data:`RESUMABLE_SECTIONS`.
+    """
+    changed = [
+        f"{key} {old!r} -> {new!r}"
+        for key, old, new in config_differences(saved, requested)
+        if key not in RESUMABLE_KEYS and key.split(".")[0] not in RESUMABLE_SECTIONS
+    ]
+    if changed:
+        raise ConfigError(
+            f"{saved.train.out} holds a run with other settings ({'; '.join(changed)}); "
+            "start a new run with another --out (or train.name), or resume without these changes"
+        )
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -164,7 +164,9 @@ class Trainer:
         self.step, self.best = 0, {"metric": -math.inf, "step": None}
         if resume:
             self._load(self.run_dir / "checkpoints" / "last.pt")
-        self.writer = SummaryWriter(self.run_dir / "tb", purge_step=self.step if resume else None)
+        # Events up to the checkpoint's step (its logs and evaluation) stay; later ones are redone.
+        purge_step = self.step + 1 if resume else None
+        self.writer = SummaryWriter(self.run_dir / "tb", purge_step=purge_step)
 
     # ----------------------------------------------------------------------------- set-up helpers
     def _move_train_data(self) -> None:
