@@ -6,12 +6,37 @@
 
 Each run contributes its ``test_<checkpoint>.json`` (from ``python test.py --run DIR``) when it
 exists, otherwise its latest ``eval/<step>.json`` (marked in the source column when that holds
-validation-split results, i.e. the run used ``data.val_fraction``).
+validation-split results, i.e. the run used ``data.val_fraction``). A given path that is not a run
+folder (no ``config.yaml``) or a run without results yet (failed, or not evaluated) is skipped with
+a one-line warning on stderr; it is an error (exit 2) when a given path does not exist or when no
+path at all holds a run with results.
 
 Default layout (paper Table 6): one row per run and model with the Dice of every test domain
 (mean over the dataset's regions), then mean Dice, Jaccard, 95HD and ASD averaged over domains.
-With ``--by_labeled_domain`` (Tables 3-5): one row per method and model, one column per labeled
-domain holding the mean Dice over all test domains, and their average.
+The "labeled" column reads ``<labeled domain> n=<lb_num>``, e.g. ``benign n=64``; the domain is
+named as in the results (a 1-based ``lb_domain`` number is looked up in the run's test domains,
+which follow the dataset spec's order) and written ``d<k>`` when it cannot be resolved.
+
+With ``--by_labeled_domain`` (Tables 3-5): one row per experiment and model, one column per
+labeled domain (named as above, in the spec's order) holding the mean Dice over all test domains,
+and their average. The experiment of a run is its whole config except:
+
+- the seeds ``train.seed`` and ``data.lb_seed``: runs that differ only by these are replicates,
+  and their cell holds the mean over them. When any cell has several, every Markdown cell reads
+  ``mean ± std (n=<runs>)``, e.g. ``66.10 ± 1.20 (n=3)`` (sample standard deviation; a cell with
+  a single run reads ``66.10 (n=1)``), otherwise it reads the plain value;
+- ``data.lb_domain``, which picks the column;
+- bookkeeping that does not change what is trained or how it is scored (``RUN_KEYS``: paths,
+  device, logging and checkpoint intervals, ``compile``, ``deterministic``, evaluation batch size
+  and which models are evaluated).
+
+Runs that differ in anything else (``lb_num``, method or optimiser settings, foundation model,
+iterations...) are never merged: they get separate rows, and a "setting" column then names the
+values that tell those rows apart (e.g. ``data.lb_num=64`` / ``data.lb_num=129``); it is absent
+when there is nothing to tell apart. Two runs with the same experiment and the same seeds are an
+error that names both (pass only one of them). The CSV holds the same rows with three columns per
+labeled domain: ``labeled <domain>`` (mean), ``labeled <domain> std`` (``-`` when n < 2) and
+``labeled <domain> n``; its average column holds the mean only.
 """
 
 from __future__ import annotations
@@ -19,14 +44,50 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 DEFAULTS = {"alpha": "smc", "consistency": "cdcr", "copy_paste": True}
+# Replicate seeds: runs differing only by these are averaged in --by_labeled_domain.
+SEED_KEYS = ("train.seed", "data.lb_seed")
+# Settings that change neither what is trained nor how it is scored.
+RUN_KEYS = (
+    "data.root",
+    "train.out",
+    "train.name",
+    "train.device",
+    "train.log_interval",
+    "train.checkpoint_interval",
+    "train.compile",
+    "train.deterministic",
+    "eval.batch_size",
+    "eval.models",
+    "eval.teachers",
+)
+
+Table = tuple[list[str], list[list[str]]]
+# Experiment settings of a run as sorted (dotted key, value) pairs; see :func:`experiment_key`.
+Key = tuple[tuple[str, Any], ...]
+
+
+class Run(NamedTuple):
+    path: Path
+    config: dict[str, Any]
+    results: dict[str, Any]
+    source: str
+
+
+class NoResults(FileNotFoundError):
+    """A path to skip: not a run folder, or a run without results yet."""
+
+
+class SummaryError(ValueError):
+    """The given runs cannot make a table; the message is one line naming the culprits."""
 
 
 def method_label(config: dict[str, Any]) -> str:
@@ -41,94 +102,222 @@ def method_label(config: dict[str, Any]) -> str:
 
 
 def model_label(model: str, config: dict[str, Any]) -> str:
+    """``U-Net`` or the foundation model's name, with the suffix of e.g. ``_teacher``."""
     if model.startswith("unet"):
         return "U-Net" + model[len("unet") :]
     return config["model"]["foundation"] + model[len("foundation") :]
 
 
-def load_run(run_dir: Path, checkpoint: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(config, results, source) of one run folder."""
+def load_run(run_dir: Path, checkpoint: str) -> Run:
+    """The config and results of one run folder.
+
+    Raises:
+        NoResults: ``run_dir`` has no ``config.yaml``, or neither test nor eval results.
+    """
+    if not (run_dir / "config.yaml").is_file():
+        raise NoResults("not a run folder (no config.yaml)")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     test_file = run_dir / f"test_{checkpoint}.json"
     if test_file.is_file():
-        return config, json.loads(test_file.read_text())["results"], test_file.name
+        return Run(run_dir, config, json.loads(test_file.read_text())["results"], test_file.name)
     evals = sorted((run_dir / "eval").glob("*.json"), key=lambda p: int(p.stem))
     if not evals:
-        raise FileNotFoundError(f"{run_dir}: no test_{checkpoint}.json and no eval/<step>.json")
+        raise NoResults(f"no test_{checkpoint}.json and no eval/<step>.json")
     latest = json.loads(evals[-1].read_text())
     split = latest.get("split", "test")  # runs with data.val_fraction > 0 evaluate on "val"
     source = f"eval/{evals[-1].name}" + ("" if split == "test" else f" ({split} split)")
-    return config, latest["results"], source
+    return Run(run_dir, config, latest["results"], source)
+
+
+def collect_runs(paths: list[Path], checkpoint: str) -> list[Run]:
+    """Every given run with results; the others are skipped with a warning on stderr.
+
+    Raises:
+        SummaryError: a path does not exist, or no path holds a run with results.
+    """
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SummaryError(f"no such file or folder: {', '.join(missing)}")
+    runs = []
+    for path in paths:
+        try:
+            runs.append(load_run(path, checkpoint))
+        except NoResults as why:
+            print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    if not runs:
+        raise SummaryError(f"none of the {len(paths)} given paths holds a run with results")
+    return runs
+
+
+def result_domains(runs: list[Run]) -> list[str]:
+    """Test domains of all runs, in the order the results list them (the spec's order)."""
+    domains: list[str] = []
+    for run in runs:
+        for result in run.results.values():
+            domains += [d for d in result["domains"] if d not in domains]
+    return domains
+
+
+def labeled_domain(run: Run) -> str:
+    """Name of the run's labeled domain: looked up in its result domains, else ``d<k>``."""
+    value = str(run.config["data"]["lb_domain"])
+    names = result_domains([run])
+    if value.isdigit():
+        k = int(value)
+        return names[k - 1] if 1 <= k <= len(names) else f"d{k}"
+    return {n.lower(): n for n in names}.get(value.lower(), value)
 
 
 def _fmt(value: float | None, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.2f}"
 
 
-def per_run_rows(runs: list[tuple[Path, dict, dict, str]]) -> tuple[list[str], list[list[str]]]:
+def per_run_rows(runs: list[Run]) -> Table:
     """Paper Table 6 layout: one row per run and model."""
-    domains = list(next(iter(runs[0][2].values()))["domains"])
-    header = [
-        "method",
-        "model",
-        "labeled",
-        *[f"{d} Dice" for d in domains],
-        "mean Dice",
-        "Jaccard",
-        "95HD",
-        "ASD",
-        "source",
-    ]
+    domains = result_domains(runs)
+    header = ["method", "model", "labeled", *[f"{d} Dice" for d in domains]]
+    header += ["mean Dice", "Jaccard", "95HD", "ASD", "source"]
     rows = []
-    for run_dir, config, results, source in runs:
-        labeled = f"{config['data']['lb_domain']}/{config['data']['lb_num']}"
-        for model, result in results.items():
+    for run in runs:
+        labeled = f"{labeled_domain(run)} n={run.config['data']['lb_num']}"
+        for model, result in run.results.items():
             mean = result["mean"]["mean"]
+            dice = [result["domains"].get(d, {}).get("mean", {}).get("dice") for d in domains]
             rows.append(
                 [
-                    method_label(config),
-                    model_label(model, config),
+                    method_label(run.config),
+                    model_label(model, run.config),
                     labeled,
-                    *[_fmt(result["domains"][d]["mean"]["dice"], 100) for d in domains],
+                    *[_fmt(v, 100) for v in dice],
                     _fmt(mean["dice"], 100),
                     _fmt(mean["jaccard"], 100),
                     _fmt(mean["hd95"]),
                     _fmt(mean["asd"]),
-                    f"{run_dir.name}/{source}",
+                    f"{run.path.name}/{run.source}",
                 ]
             )
     return header, rows
 
 
-def by_labeled_domain_rows(
-    runs: list[tuple[Path, dict, dict, str]],
-) -> tuple[list[str], list[list[str]]]:
-    """Paper Tables 3-5 layout: columns are labeled domains, values mean Dice over test domains."""
-    table: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    labeled_domains: list[str] = []
-    for _, config, results, _ in runs:
-        domain = str(config["data"]["lb_domain"])
-        labeled_domains += [domain] if domain not in labeled_domains else []
-        for model, result in results.items():
-            table[(method_label(config), model_label(model, config))][domain] = result["mean"][
-                "mean"
-            ]["dice"]
-    header = ["method", "model", *[f"labeled {d}" for d in labeled_domains], "average"]
-    rows = []
-    for (method, model), values in table.items():
-        cells = [values.get(d) for d in labeled_domains]
-        present = [v for v in cells if v is not None]
-        average = sum(present) / len(present) if len(present) == len(cells) else None
-        rows.append([method, model, *[_fmt(v, 100) for v in cells], _fmt(average, 100)])
-    return header, rows
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {dotted key: hashable value} (lists become tuples)."""
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def experiment_key(config: dict[str, Any]) -> Key:
+    """What defines the experiment: the config less seeds, labeled domain and ``RUN_KEYS``."""
+    left_out = {*SEED_KEYS, *RUN_KEYS, "data.lb_domain"}
+    flat = _flatten(config)
+    return tuple((k, flat[k]) for k in sorted(flat) if k not in left_out)
+
+
+def seeds(config: dict[str, Any]) -> tuple[Any, ...]:
+    """The replicate seeds of a run (``SEED_KEYS``)."""
+    flat = _flatten(config)
+    return tuple(flat.get(k) for k in SEED_KEYS)
+
+
+# (method label, model label, experiment key) -> labeled domain -> the runs and their mean Dice.
+Cells = dict[tuple[str, str, Key], dict[str, list[tuple[Run, float]]]]
+
+
+def group_replicates(runs: list[Run]) -> Cells:
+    """Runs per table cell; the runs in a cell differ only by their seeds.
+
+    Raises:
+        SummaryError: two runs of the same experiment and labeled domain with the same seeds.
+    """
+    cells: Cells = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        key = experiment_key(run.config)
+        for model, result in run.results.items():
+            row = (method_label(run.config), model_label(model, run.config), key)
+            cell = cells[row][labeled_domain(run)]
+            for other, _ in cell:
+                if seeds(other.config) == seeds(run.config):
+                    raise SummaryError(
+                        f"{other.path} and {run.path} are the same experiment with the same "
+                        f"seeds ({', '.join(SEED_KEYS)}); pass only one of them"
+                    )
+            cell.append((run, result["mean"]["mean"]["dice"]))
+    return cells
+
+
+def setting_labels(rows: list[tuple[str, str, Key]]) -> dict[tuple[str, str, Key], str]:
+    """Per row, the settings that tell it apart from rows with the same method and model.
+
+    A key that varies within any (method, model) group is shown on every row, so that all rows
+    state it. All labels are empty when no two rows share their method and model.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for method, model, key in rows:
+        groups[(method, model)].append(dict(key))
+    varying: list[str] = []
+    for settings in groups.values():
+        for name in sorted({n for s in settings for n in s}):
+            if name not in varying and len({repr(s.get(name)) for s in settings}) > 1:
+                varying.append(name)
+    return {row: ", ".join(f"{n}={dict(row[2]).get(n)}" for n in varying) for row in rows}
+
+
+def _stats(cell: list[tuple[Run, float]]) -> tuple[float | None, float | None, int]:
+    """Mean, sample standard deviation (None below 2 runs) and number of runs of a cell."""
+    values = [value for _, value in cell]
+    mean = statistics.fmean(values) if values else None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std, len(values)
+
+
+def _markdown_cell(cell: list[tuple[Run, float]], show_n: bool) -> str:
+    mean, std, n = _stats(cell)
+    if mean is None or not show_n:
+        return _fmt(mean, 100)
+    spread = "" if std is None else f" ± {_fmt(std, 100)}"
+    return f"{_fmt(mean, 100)}{spread} (n={n})"
+
+
+def by_labeled_domain_rows(runs: list[Run]) -> tuple[Table, Table]:
+    """Paper Tables 3-5 layout as (Markdown table, CSV table): columns are labeled domains,
+    values the mean Dice over test domains, averaged over seeds."""
+    cells = group_replicates(runs)
+    order = result_domains(runs)
+    found = {d for per_domain in cells.values() for d in per_domain}
+    domains = sorted(found, key=lambda d: (order.index(d) if d in order else len(order), d))
+    settings = setting_labels(list(cells))
+    show_setting = any(settings.values())
+    show_n = any(len(cell) > 1 for per_domain in cells.values() for cell in per_domain.values())
+    lead = ["method", "model"] + (["setting"] if show_setting else [])
+    md_header = [*lead, *[f"labeled {d}" for d in domains], "average"]
+    csv_header = [*lead]
+    for d in domains:
+        csv_header += [f"labeled {d}", f"labeled {d} std", f"labeled {d} n"]
+    md_rows, csv_rows = [], []
+    for row, per_domain in cells.items():
+        first = [row[0], row[1]] + ([settings[row]] if show_setting else [])
+        stats = [_stats(per_domain.get(d, [])) for d in domains]
+        means = [mean for mean, _, _ in stats]
+        average = None if None in means else statistics.fmean(means)
+        cells_md = [_markdown_cell(per_domain.get(d, []), show_n) for d in domains]
+        md_rows.append([*first, *cells_md, _fmt(average, 100)])
+        cells_csv = [f for m, s, n in stats for f in (_fmt(m, 100), _fmt(s, 100), str(n))]
+        csv_rows.append([*first, *cells_csv, _fmt(average, 100)])
+    return (md_header, md_rows), ([*csv_header, "average"], csv_rows)
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line arguments (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -136,25 +325,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="last", help="which test_<checkpoint>.json to read")
     parser.add_argument("--by_labeled_domain", action="store_true", help="paper Tables 3-5 layout")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the Markdown table (and write OUT.md / OUT.csv); 2 on an error, printed as one line."""
+    args = parse_args(argv)
     try:
-        runs = [
-            (d, *load_run(d, args.checkpoint)) for d in args.runs if (d / "config.yaml").is_file()
-        ]
-    except FileNotFoundError as error:
+        runs = collect_runs(args.runs, args.checkpoint)
+        if args.by_labeled_domain:
+            md_table, csv_table = by_labeled_domain_rows(runs)
+        else:
+            md_table = csv_table = per_run_rows(runs)
+    except SummaryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not runs:
-        print("error: none of the given folders holds a run (config.yaml)", file=sys.stderr)
-        return 2
-    header, rows = (by_labeled_domain_rows if args.by_labeled_domain else per_run_rows)(runs)
-    text = markdown(header, rows)
+    text = markdown(*md_table)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(text + "\n")
         with args.out.with_suffix(".csv").open("w", newline="") as handle:
-            csv.writer(handle).writerows([header, *rows])
+            csv.writer(handle).writerows([csv_table[0], *csv_table[1]])
     return 0
 
 
