@@ -19,7 +19,7 @@ run() {  # run <name> [train.py arguments...]
   "$PYTHON" train.py --config configs/busi.yaml --root "$root" --lb_domain benign --lb_num 64 \
     --foundation litemedsam --max_iterations "$iterations" --out "$out/$name" \
     --set train.eval_interval="$iterations" --auto_resume --no_progress "$@"
-  "$PYTHON" test.py --run "$out/$name" --checkpoint last
+  "$PYTHON" test.py --run "$out/$name" --checkpoint last --no_progress
 }
 
 run suponly --set method.supervised_only=true --set method.consistency=none "$@"

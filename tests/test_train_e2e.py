@@ -4,17 +4,20 @@ same loaders, step, evaluation and checkpoint code a GPU run uses."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY_OVERRIDES
+from PIL import Image
 
 import test as test_cli
 import train as train_cli
 from dataloaders.synthetic import generate_synthetic
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from utils.trainer import Trainer
 
 TINY = [arg for o in TINY_OVERRIDES for arg in ("--set", o)] + ["--device", "cpu", "--no_progress"]
@@ -78,12 +81,91 @@ def test_test_cli_reproduces_the_final_evaluation(run_dir: Path, capsys) -> None
     assert rows[0].startswith("model") and len(rows) > 6
 
 
-def test_test_cli_teachers_and_single_model(run_dir: Path) -> None:
+def test_test_cli_teachers_and_single_model(run_dir: Path, data_root: Path) -> None:
     args = ["--run", str(run_dir), "--device", "cpu", "--model", "unet", "--teachers"]
     assert test_cli.main(args + ["--checkpoint", "best", "--save_predictions"]) == 0
     results = json.loads((run_dir / "test_best.json").read_text())["results"]
     assert set(results) == {"unet", "unet_teacher"}
-    assert list((run_dir / "predictions_best" / "unet" / "siteB").glob("*.png"))
+    # One PNG per test image, named like the image inside its domain folder (no "siteB_" prefix),
+    # at patch resolution (data.patch_size=32), gray values class x (255 // 2) for 2 classes.
+    predictions = run_dir / "predictions_best"
+    assert sorted(p.name for p in predictions.iterdir()) == ["unet", "unet_teacher"]
+    for site in ("siteA", "siteB", "siteC"):
+        written = sorted(p.name for p in (predictions / "unet" / site).iterdir())
+        assert written == sorted(p.name for p in (data_root / site / "test" / "image").iterdir())
+        for path in (predictions / "unet" / site).iterdir():
+            with Image.open(path) as image:
+                assert image.mode == "L" and image.size == (32, 32)
+                assert set(np.unique(np.asarray(image)).tolist()) <= {0, 127, 254}
+
+
+def test_prediction_filename_drops_the_domain_folder() -> None:
+    assert test_cli.prediction_filename("benign/benign (5)", "benign") == "benign (5).png"
+    assert test_cli.prediction_filename("BIDMC/00_00", "BIDMC") == "00_00.png"
+    assert test_cli.prediction_filename("17", "siteA") == "17.png"  # index fallback
+
+
+def test_test_cli_accepts_a_checkpoint_file_as_run(run_dir: Path, capsys, caplog) -> None:
+    """--run DIR/checkpoints/best.pt is --run DIR --checkpoint best; --no_progress: no bars."""
+    best = run_dir / "checkpoints" / "best.pt"
+    (run_dir / "test_best.json").unlink(missing_ok=True)
+    with caplog.at_level(logging.INFO):
+        args = ["--run", str(best), "--device", "cpu", "--model", "unet", "--no_progress"]
+        assert test_cli.main(args) == 0
+    assert json.loads((run_dir / "test_best.json").read_text())["checkpoint"] == str(best)
+    err = capsys.readouterr().err
+    assert "eval siteA" not in err and "test siteA" not in err and "it/s" not in err
+    # After the build's "randomly initialised" line, the log says the trained weights were loaded.
+    step = load_checkpoint(best)["step"]
+    models = "unet, unet_teacher, foundation, foundation_teacher"
+    loaded = f"loaded trained weights of {models} from {best} (step {step})"
+    assert loaded in caplog.text
+    assert caplog.text.index("randomly initialised") < caplog.text.index(loaded)
+
+
+def test_test_cli_shows_progress_bars_by_default(run_dir: Path, capsys) -> None:
+    # best, not last: test_last.json of both students stays for test_summarize_* below.
+    args = ["--run", str(run_dir), "--checkpoint", "best", "--device", "cpu", "--model", "unet"]
+    assert test_cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "test siteA" in err and "eval siteA" in err
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_test_cli_bad_run_or_checkpoint_is_a_one_line_error(
+    run_dir: Path, tmp_path: Path, capsys
+) -> None:
+    best = str(run_dir / "checkpoints" / "best.pt")
+    assert test_cli.main(["--run", best, "--checkpoint", "last"]) == 2
+    assert "use --run DIR --checkpoint" in one_line_error(capsys)
+    assert test_cli.main(["--run", str(tmp_path / "checkpoints" / "last.pt")]) == 2
+    assert "does not exist; use --run DIR --checkpoint" in one_line_error(capsys)
+    assert test_cli.main(["--run", str(tmp_path)]) == 2
+    err = one_line_error(capsys)
+    assert f"{tmp_path} is not a run folder (no config.yaml, no checkpoints/)" in err
+    assert "checkpoints/last.pt" in err  # what a run folder holds
+    assert test_cli.main(["--run", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in one_line_error(capsys)
+    assert test_cli.main(["--run", str(run_dir), "--checkpoint", "bset"]) == 2
+    assert "expected last | best | a path to a .pt file" in one_line_error(capsys)
+
+
+def test_resolve_checkpoint_lists_the_checkpoints_a_run_holds(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("train: {seed: 1}\n")
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CheckpointError, match="holds no .pt files"):
+        resolve_checkpoint(tmp_path, "last")
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    assert resolve_checkpoint(tmp_path, "last") == tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError, match=r"best\.pt does not exist; .* holds last\.pt$"):
+        resolve_checkpoint(tmp_path, "best")
+    path = tmp_path / "checkpoints" / "last.pt"
+    assert resolve_checkpoint(tmp_path / "elsewhere", str(path)) == path
 
 
 def test_resume_continues_the_same_run(data_root: Path, tmp_path: Path, monkeypatch) -> None:
@@ -203,7 +285,8 @@ def test_summarize_builds_the_paper_table(run_dir: Path, tmp_path: Path, capsys)
     assert summarize.main([str(run_dir), "--out", str(out)]) == 0
     table = (out.with_suffix(".md")).read_text()
     assert "siteA Dice" in table and "SynFoC" in table and "U-Net" in table
+    assert "| siteA n=4 |" in table  # labeled domain and count
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert len(rows) == 3  # header + one row per student
     assert summarize.main([str(run_dir), "--by_labeled_domain"]) == 0
-    assert "labeled 1" in capsys.readouterr().out
+    assert "labeled siteA" in capsys.readouterr().out

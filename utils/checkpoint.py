@@ -72,8 +72,41 @@ def load_model_states(models: Any, states: dict[str, dict | None]) -> None:
             model.load_state_dict(state)
 
 
+# What train.py writes into a run folder (for messages about folders that are not runs).
+RUN_FOLDER_CONTENTS = "config.yaml, train.log, checkpoints/last.pt (and best.pt), eval/, tb/"
+
+
 def resolve_checkpoint(run_dir: str | Path, which: str) -> Path:
-    """``last`` / ``best`` inside ``run_dir/checkpoints``, or ``which`` as a path."""
+    """The checkpoint file ``which`` names: ``last`` / ``best`` are ``run_dir/checkpoints/
+    <which>.pt``; anything else is a path to a .pt file (relative to the working directory).
+
+    Raises:
+        CheckpointError: one line: ``run_dir`` is missing or not a run folder (neither
+            ``config.yaml`` nor ``checkpoints/``), ``last.pt`` / ``best.pt`` is missing (the
+            message lists the checkpoints the run holds), or ``which`` is neither ``last`` /
+            ``best`` nor an existing file (the message lists the choices).
+    """
+    run_dir = Path(run_dir)
     if which in ("last", "best"):
-        return Path(run_dir) / "checkpoints" / f"{which}.pt"
-    return Path(which)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"run folder {run_dir} does not exist")
+        folder = run_dir / "checkpoints"
+        if not (run_dir / "config.yaml").is_file() and not folder.is_dir():
+            raise CheckpointError(
+                f"{run_dir} is not a run folder (no config.yaml, no checkpoints/); a run folder "
+                f"written by train.py holds {RUN_FOLDER_CONTENTS}"
+            )
+        path = folder / f"{which}.pt"
+        if not path.is_file():
+            held = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+            raise CheckpointError(
+                f"checkpoint {path} does not exist; {folder} holds "
+                f"{', '.join(held) if held else 'no .pt files'}"
+            )
+        return path
+    path = Path(which)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {which!r} is not a file; expected last | best | a path to a .pt file"
+        )
+    return path
