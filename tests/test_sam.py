@@ -318,3 +318,22 @@ def test_vit_b_checkpoint_at_1024_loads_into_512(vit_b_checkpoint) -> None:
 @pytest.mark.parametrize(("num_classes", "expected"), [(2, 3_918_019), (3, 4_058_340)])
 def test_decoder_sizes_match_the_reference(num_classes, expected) -> None:
     assert sum(p.numel() for p in build_mask_decoder(num_classes).parameters()) == expected
+
+
+def test_decoder_positional_encoding_stays_fp32_under_autocast(monkeypatch) -> None:
+    # sin/cos of arguments up to tens of radians: in bf16 the encoding would be off by ~0.1.
+    model = tiny()
+    with torch.no_grad():
+        model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(20.0)
+    seen = {}
+    decode = model.mask_decoder.predict_masks
+
+    def capture(**kwargs):
+        seen["pe"] = kwargs["image_pe"]
+        return decode(**kwargs)
+
+    monkeypatch.setattr(model.mask_decoder, "predict_masks", capture)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.rand(1, 1, 64, 64))
+    assert seen["pe"].dtype == torch.float32
+    torch.testing.assert_close(seen["pe"], model.prompt_encoder.get_dense_pe(), rtol=0, atol=0)

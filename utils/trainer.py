@@ -176,8 +176,18 @@ class Trainer:
 
     @staticmethod
     def _compiled(models: Models) -> Models:
-        """The same networks behind torch.compile (shared weights; checkpoints use originals)."""
-        return Models(**{k: m if m is None else torch.compile(m) for k, m in vars(models).items()})
+        """The same networks behind torch.compile (shared weights; checkpoints use originals).
+
+        Static shapes: the teacher (batch B) and student (2B) forwards of one class share a
+        compile cache, and automatic dynamic shapes would make the batch symbolic after the
+        second size; with ``dynamic=False`` each of the few sizes gets its own specialised graph.
+        """
+        return Models(
+            **{
+                k: m if m is None else torch.compile(m, dynamic=False)
+                for k, m in vars(models).items()
+            }
+        )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda" and self.config.train.amp:
