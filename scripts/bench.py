@@ -12,10 +12,11 @@ native layout (random blobs, correct mask encodings), sized like the real sets; 
 uses ``checkpoints/medsam_vit_b.pth`` when present and random weights (``vit_b_random``) otherwise,
 which costs the same time.
 
-Printed: median ms per iteration after warm-up (and the 10th/90th percentiles), images per
-second, peak GPU memory, the FLOPs of one iteration (counted by ``torch.utils.flop_counter``) with
-the achieved TFLOP/s and an MFU estimate, the share of an iteration spent producing the augmented
-batch, and the time of one evaluation pass over a prostate-sized test set (~300 slices).
+Printed: ms per iteration back to back (the goal figure) and the synchronised median with its
+10th/90th percentiles, images per second, peak GPU memory, the FLOPs of one iteration (counted by
+``torch.utils.flop_counter``) with the achieved TFLOP/s and an MFU estimate, the median ms of each
+phase (batches, forward, backward, optimizers + EMA), and the time of one evaluation pass over
+the bench's test set (prostate 300, busi 36, tiny 12 slices).
 """
 
 from __future__ import annotations

