@@ -6,8 +6,9 @@ implementation (patch size, augmentation ranges, iteration count). Code elsewher
 fields; it never branches on a dataset's name. Adding a dataset means adding one spec here and one
 config in ``configs/``.
 
-Facts are taken from the authors' code (see ``reference/SPEC.md`` sections 1-2) and checked by
-``tests/test_specs.py`` against the real sample files.
+Facts are taken from the authors' code (the constants of its ``train.py``, its Dataset classes
+and ``custom_transforms.py``) and checked by ``tests/test_specs.py`` against the real sample
+files.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The labeled / unlabeled / validation / per-domain test sets of one experiment.
 
-:func:`plan_splits` chooses the files the way the reference does (``reference/SPEC.md`` section
-1.3) and checks every bad input up front, before anything is decoded; :func:`build_splits`
-decodes them with :func:`dataloaders.datasets.load_samples`; :func:`describe_splits` prints the
-table of ``python -m dataloaders``.
+:func:`plan_splits` chooses the files the way the reference does (by default: the first ``lb_num``
+train files of the labeled domain, in sorted order, are labeled; every other train file of every
+domain is unlabeled; each domain's test split is its test set) and checks every bad input up
+front, before anything is decoded; :func:`build_splits` decodes them with
+:func:`dataloaders.datasets.load_samples`; :func:`describe_splits` prints the table of
+``python -m dataloaders``.
 """
 
 from __future__ import annotations

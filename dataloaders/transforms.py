@@ -1,8 +1,8 @@
 """Batched weak and strong augmentation, as tensor operations on the batch's device.
 
-The reference augments one sample at a time in PIL/scipy inside the data workers
-(``custom_transforms.py``, SPEC section 2). Here the same pipelines run on a whole batch wherever
-the batch lives (the GPU during training), with every random number drawn from an explicit
+The reference augments one sample at a time in PIL/scipy inside the data workers (its
+``custom_transforms.py``). Here the same pipelines run on a whole batch wherever the batch lives
+(the GPU during training), with every random number drawn from an explicit
 ``torch.Generator`` so that a seed reproduces them. The generator must be on the batch's device
 (``torch.Generator(device=images.device)``); a mismatch raises ``ValueError``.
 

@@ -72,7 +72,7 @@ def test_busi_schedule_fits_both_runs_in_the_budget():
         ("busi", ("litemedsam",), None, 256),  # LiteMedSAM's input is fixed at 256
     ],
 )
-def test_bench_configs_are_the_issue_configs(tmp_path, name, foundations, foundation_px, patch):
+def test_bench_configs_match_the_speed_goal(tmp_path, name, foundations, foundation_px, patch):
     """The GPU benches time the models the speed goal names: ViT-B 512 + U-Net 384 (prostate),
     LiteMedSAM 256 + U-Net 256 (BUSI), batch 4+4 -- whatever the dataset config's default."""
     import argparse

@@ -62,7 +62,7 @@ def test_zero_mask_gives_exactly_zero_for_every_class() -> None:
     logits = torch.randn(2, 3, 5, 5)
     target = torch.randint(0, 3, (2, 5, 5))
     zero = torch.zeros(2, 5, 5)
-    # The reference's background term ignored the mask; ours does not (DESIGN "masked Dice").
+    # The reference's background term ignored the mask; ours does not (docs/METHOD.md item 5).
     assert masked_dice_loss(logits, target, zero).item() == 0.0
     assert unsupervised_loss(logits, target, zero).item() == 0.0
 

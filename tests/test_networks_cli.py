@@ -39,7 +39,7 @@ def test_tiny_summary(capsys) -> None:
     assert rows["encoder"][1] == 0
     parts = ("encoder", "lora", "mask_decoder", "prompt_encoder")
     assert rows["foundation"][0] == sum(rows[p][0] for p in parts)
-    assert rows["mask_decoder"][0] == 3_918_019  # C = 2, SPEC 3.6
+    assert rows["mask_decoder"][0] == 3_918_019  # C = 2, as the reference's LoRA_Sam
     assert "random initialisation" in stdout
 
 

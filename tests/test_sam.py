@@ -283,7 +283,7 @@ def vit_b_checkpoint(tmp_path_factory):
 def test_vit_b_checkpoint_at_1024_loads_into_512(vit_b_checkpoint) -> None:
     path, sample = vit_b_checkpoint
     model = build_sam_segmenter("vit_b", num_classes=1)
-    # SPEC 3.6: LoRA_Sam ViT-B at 512 with one class.
+    # The counts of the reference's LoRA_Sam (ViT-B at 512, one class).
     counts = model.parameter_counts()
     assert counts["total"] == (91_210_222, 3_931_374)
     assert counts["lora"][0] == 147_456

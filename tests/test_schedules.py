@@ -23,7 +23,8 @@ def test_ramp_at_start_middle_end(kind: str, expected: tuple[float, float, float
 
 
 def test_ramp_is_continuous_and_weighted() -> None:
-    # Continuous (DESIGN): neighbouring steps differ, unlike the reference's 200-step staircase.
+    # Continuous (docs/METHOD.md item 1): neighbouring steps differ, unlike the reference's
+    # 200-step staircase.
     assert consistency_ramp(301, 60000) > consistency_ramp(300, 60000)
     assert consistency_ramp(500, 1000, "gaussian", weight=2.0) == pytest.approx(2 * math.exp(-1.25))
     assert consistency_ramp(2000, 1000) == 1.0  # clipped past the end

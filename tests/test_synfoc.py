@@ -179,7 +179,8 @@ def test_boxes_fit_and_areas_in_range() -> None:
 
 
 def _reference_boxes(n: int, size: int, seed: int) -> torch.Tensor:
-    """The reference's host loop (SPEC 4.5): area once, then ratio and corner until it fits."""
+    """The reference's host loop (``obtain_cutmix_box``): area once, then ratio and corner until
+    it fits."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):

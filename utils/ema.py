@@ -1,4 +1,4 @@
-"""Mean Teacher exponential moving average, one utility for both teachers (STYLE practice 7).
+"""Mean Teacher exponential moving average, one utility for both teachers.
 
 The decay follows the Mean Teacher warm-up of the reference, a = min(1 - 1/(step + 1), cap),
 computed on the host from the integer step (no device read-back). The update runs as one fused

@@ -2,7 +2,8 @@
 
 Every predictor sees the same batches (each test image is loaded and moved to the device once
 for all models). Metrics are computed per slice at patch resolution by :mod:`utils.metrics`
-and aggregated as the paper's tables (``reference/SPEC.md`` section 5):
+and aggregated as the reference's evaluation (``test()`` in its ``train.py``) does for the
+paper's tables:
 
 - per domain and region: the mean over slices (nan-mean for hd95/asd, whose value is undefined
   when prediction and target are both empty; NaN if undefined for every slice);

@@ -5,9 +5,9 @@ and integer class-index targets, compute in float32 whatever the input dtype (th
 under ``torch.autocast``), and return a 0-dim float32 tensor. They never read values back to the
 host, so they can run every iteration on the GPU without a synchronisation.
 
-Reductions follow the reference implementation (SPEC 4.6-4.7): the masked cross-entropy is
-averaged over *all* pixels, not over the confident ones; the soft Dice sums over the whole batch;
-the CDCR means run over every element of their (B, K, H, W) maps.
+Reductions follow the reference implementation: the masked cross-entropy is averaged over
+*all* pixels, not over the confident ones; the soft Dice sums over the whole batch; the CDCR
+means run over every element of their (B, K, H, W) maps.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def masked_dice_loss(logits: Tensor, target: Tensor, mask: Tensor | None = None)
     sums over the batch and all pixels:
     ``L_k = 1 - (2 sum(P_k T_k M) + eps) / (sum(P_k^2 M) + sum(T_k^2 M) + eps)``; the loss is the
     mean of L_k over the K classes. The mask M weights every class, background included (the
-    reference forgot it for background, DESIGN "masked Dice"), so an all-zero mask gives exactly 0.
+    reference forgot it for background; docs/METHOD.md item 5), so an all-zero mask gives exactly 0.
 
     Args:
         logits: (B, K, H, W) raw scores, any float dtype.
@@ -137,7 +137,7 @@ def _align_foundation(prob_foundation: Tensor, prob_unet: Tensor) -> tuple[Tenso
 def consensus_divergence_losses(
     prob_foundation: Tensor, prob_unet: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """CDCR (paper Eq. 8-10) as the reference codes it (SPEC 4.7, DESIGN decisions).
+    """CDCR (paper Eq. 8-10) as the reference codes it (docs/METHOD.md items 2-4).
 
     P_f is nearest-upsampled to the U-Net size (the reference uses nearest here, bilinear in the
     teacher ensemble). The consensus mask is M_c = [argmax P_f_up == argmax P_u] at the U-Net size,

@@ -1,7 +1,7 @@
 """Per-slice binary segmentation metrics, compatible with medpy 0.5.2, on any torch device.
 
 Definitions (``medpy.metric.binary`` with the default voxel spacing of one pixel and
-connectivity 1, which the reference evaluation uses; see ``reference/SPEC.md`` section 5):
+connectivity 1, which the reference evaluation uses):
 
 - Dice ``2|P∩T| / (|P|+|T|)`` (``dc``), Jaccard ``|P∩T| / |P∪T|`` (``jc``).
 - Surface of a mask: the mask minus its binary erosion by the 4-connected cross, with pixels

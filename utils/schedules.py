@@ -20,8 +20,8 @@ def consistency_ramp(
 
     With t = clip(step / max_steps, 0, 1):
     ``gaussian`` = weight * exp(-5 (1 - t)^2), the reference's sigmoid ramp-up evaluated
-    continuously over the whole run (the reference quantises t into 200 stairs; DESIGN "lambda");
-    ``linear`` = weight * t; ``none`` = weight.
+    continuously over the whole run (the reference quantises t into 200 stairs; see
+    docs/METHOD.md item 1); ``linear`` = weight * t; ``none`` = weight.
 
     Args:
         step: current iteration, 0-based.

@@ -30,7 +30,7 @@ def _in_region(labels: Tensor, classes: Sequence[int]) -> Tensor:
 
 
 def region_dice(a: Tensor, b: Tensor, regions: Sequence[Sequence[int]]) -> Tensor:
-    """Per-sample smoothed Dice between two label maps, averaged over regions (SPEC 4.3).
+    """Per-sample smoothed Dice between two label maps, averaged over regions (SMC, paper Eq. 4-5).
 
     For each region (a union of class indices, e.g. fundus cup {1} and disc {1, 2}):
     1 if both maps miss the region, else (2|A & B| + 1) / (|A| + |B| + 1.001), as the reference's

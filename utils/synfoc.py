@@ -2,10 +2,11 @@
 
 ``synfoc_step`` takes the four models (two students, two EMA teachers), one labeled and one
 unlabeled batch already on the training device, and returns the total loss with detached device
-scalars for logging. It owns no optimizer, no EMA, no logging and no I/O (the loop does, STYLE
-practice 5), and it never reads a tensor back to the host, so the loop can call it every iteration
-and synchronise only when it logs. Unlabeled batches carry no labels (STYLE anti-pattern 8):
-ground-truth diagnostics belong to the loop, on the returned ``pseudo_labels``.
+scalars for logging. It owns no optimizer, no EMA, no logging and no I/O (the loop does), and it
+never reads a tensor back to the host, so the loop can call it every iteration and synchronise
+only when it logs. Unlabeled batches carry no labels, so unlabeled ground truth cannot reach a
+loss (the reference computed a Dice on it inside its step, for logging only): ground-truth
+diagnostics belong to the loop, on the returned ``pseudo_labels``.
 
 Its parts: Self-Mutual Confidence and the pseudo-labels in :mod:`utils.smc`, the copy-paste of
 intermediate samples in :mod:`utils.copy_paste`, the losses in :mod:`utils.losses`. Notation
@@ -64,7 +65,7 @@ class LabeledBatch:
 
 @dataclass
 class UnlabeledBatch:
-    """Unlabeled images; no label field, by construction (STYLE anti-pattern 8)."""
+    """Unlabeled images; no label field, by construction: no unlabeled ground truth in the step."""
 
     weak: Views
     strong: Views  # same geometry as ``weak`` (pixel-aligned), photometric changes only

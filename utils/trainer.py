@@ -1,12 +1,12 @@
 """The training loop around :func:`utils.synfoc.synfoc_step`.
 
-Per iteration (DESIGN.md, "One iteration"): draw labeled and unlabeled indices on the device,
-gather the cached uint8 canvases, augment them on the device (weak for both, strong on top of the
-weak unlabeled view), resize to each model's input, run one SynFoC step under bf16 autocast
-(CUDA), one backward, both optimizers, then the EMA teachers. Scalars stay on the device and are
-read back once every ``train.log_interval`` steps. Every ``train.eval_interval`` steps the students
-are evaluated on every domain's test set, ``eval/<step>.json`` is written and ``last.pt`` /
-``best.pt`` are saved.
+Per iteration: draw labeled and unlabeled indices on the device, gather the cached uint8
+canvases, augment them on the device (weak for both, strong on top of the weak unlabeled view),
+resize to each model's input, run one SynFoC step (docs/METHOD.md, "One iteration") under bf16
+autocast (CUDA), one backward, both optimizers, then the EMA teachers. Scalars stay on the device
+and are read back once every ``train.log_interval`` steps. Every ``train.eval_interval`` steps the
+students are evaluated on every domain's test set, ``eval/<step>.json`` is written and
+``last.pt`` / ``best.pt`` are saved.
 """
 
 from __future__ import annotations
