@@ -208,6 +208,28 @@ def count_flops(trainer) -> float:
     return float(counter.get_total_flops())
 
 
+def count_ops(trainer) -> int:
+    """Operators dispatched in one full iteration, backward included: each is a host call of a
+    few microseconds and most launch a kernel, so this bounds how fast an eager step can be
+    issued. Counted on the uncompiled networks (compiled ones fuse many into one kernel)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    compiled, trainer.step_models = trainer.step_models, trainer.models
+    try:
+        with Counter():
+            advance(trainer)
+    finally:
+        trainer.step_models = compiled
+    return Counter.calls
+
+
 def sync_check(trainer, count: int) -> str:
     """Run ``count`` non-logging iterations with CUDA's sync debug mode set to raise."""
     if trainer.device.type != "cuda":
@@ -239,6 +261,7 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
     back_to_back = time_back_to_back(trainer, args.iterations)
     phases = time_phases(trainer, min(args.iterations, 20))
     flops = count_flops(trainer)
+    ops = count_ops(trainer)
     if args.profile:
         profile_iterations(trainer, 5, Path(args.profile) / f"profile_{name}.txt")
     sync = sync_check(trainer, 5) if args.sync_check else "not run (--sync_check)"
@@ -274,6 +297,7 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         ),
         "gflop": flops / 1e9,
+        "ops_per_iteration": ops,
         "tflops_achieved": achieved,
         "mfu_percent": 100 * achieved / peak if peak else None,
         "peak_tflops": peak,
@@ -319,6 +343,11 @@ def report(f: dict[str, Any]) -> str:
             f"{f['gflop']:.1f} GFLOP -> {f['tflops_achieved']:.2f} TFLOP/s, MFU {mfu}",
         ),
         ("phases (ms)", f"{phases} (each synchronised; data already on the device)"),
+        (
+            "operators",
+            f"{f['ops_per_iteration']} dispatched per iteration, eager (each a host call, most a "
+            "kernel launch)",
+        ),
         (
             "evaluation",
             f"{f['eval_seconds']:.2f} s for {f['eval_slices']} test slices, {f['eval_domains']} "

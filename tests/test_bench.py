@@ -24,7 +24,8 @@ def test_bench_tiny_records_every_figure(tmp_path):
     assert record["bench"] == "tiny" and record["card"] == "CPU"
     assert record["overrides"] == ["method.alpha=mutual"]
     assert record["iterations"] == 3
-    for key in ("ms_median", "ms_back_to_back", "images_per_s", "gflop", "eval_seconds"):
+    keys = ("ms_median", "ms_back_to_back", "images_per_s", "gflop", "eval_seconds")
+    for key in (*keys, "ops_per_iteration"):
         assert record[key] > 0, key
     assert set(record["phases_ms"]) == {"batches", "forward", "backward", "optimizers + EMA"}
     assert all(v > 0 for v in record["phases_ms"].values())
