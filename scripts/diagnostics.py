@@ -1,0 +1,110 @@
+"""Print a run's pseudo-label diagnostics over training, from its TensorBoard events.
+
+    python scripts/diagnostics.py runs/busi/<name>                # about 12 rows over the run
+    python scripts/diagnostics.py runs/busi/<name> --rows 40 --csv diag.csv
+
+The first thing to look at when SynFoC does not beat its SupOnly baseline: one row per logged
+step (thinned to ``--rows``), with λ(t), the SMC weights (α = Φself · Φmut, batch means), the
+share of confident unlabeled pixels (before the paste) and of pixels with an unsupervised loss
+(after it), the Dice of each teacher's pseudo-labels and of their ensemble against the unlabeled
+ground truth (mean over the dataset's regions; the loop computes it, the method never sees it),
+and the students' supervised and unsupervised losses. Columns a run does not log (a SupOnly run
+has no teachers) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+# (column, TensorBoard tag or tag prefix averaged over its regions)
+COLUMNS = (
+    ("lambda", "train/lambda"),
+    ("alpha", "train/smc/alpha"),
+    ("phi_self", "train/smc/phi_self"),
+    ("phi_mutual", "train/smc/phi_mutual"),
+    ("confident", "train/pseudo/confident_ratio"),
+    ("mask", "train/pseudo/mask_ratio"),
+    ("pl_dice_unet", "diag/pseudo_dice/unet/"),
+    ("pl_dice_found", "diag/pseudo_dice/foundation/"),
+    ("pl_dice_ens", "diag/pseudo_dice/ensemble/"),
+    ("sup_unet", "train/sup/unet"),
+    ("sup_found", "train/sup/foundation"),
+    ("unsup_unet", "train/unsup/unet"),
+    ("unsup_found", "train/unsup/foundation"),
+)
+
+
+def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} of every scalar in ``run_dir/tb`` (the last value per step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = run_dir / "tb"
+    if not tb.is_dir():
+        raise FileNotFoundError(f"{run_dir} has no tb/ folder; is it a run folder of train.py?")
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def column_values(scalars: dict[str, dict[int, float]], source: str) -> dict[int, float]:
+    """{step: value} of a tag, or the per-step mean over the tags under a prefix ending in /."""
+    if not source.endswith("/"):
+        return scalars.get(source, {})
+    series = [values for tag, values in scalars.items() if tag.startswith(source)]
+    steps = set().union(*series) if series else set()
+    return {
+        s: sum(v[s] for v in series) / len(series) for s in steps if all(s in v for v in series)
+    }
+
+
+def diagnostics_table(
+    scalars: dict[str, dict[int, float]], rows: int
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): about ``rows`` logged steps spread over the run, the last one included."""
+    columns = [(name, column_values(scalars, source)) for name, source in COLUMNS]
+    columns = [(name, values) for name, values in columns if values]
+    if not columns:
+        raise ValueError("no training scalars logged yet")
+    steps = sorted(set().union(*(values for _, values in columns)))
+    stride = max(1, -(-len(steps) // rows))  # ceil
+    chosen = steps[::stride] + ([steps[-1]] if (len(steps) - 1) % stride else [])
+    table = [
+        [str(step), *(f"{v[step]:.4g}" if step in v else "-" for _, v in columns)]
+        for step in chosen
+    ]
+    return ["step", *(name for name, _ in columns)], table
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", help="run folder written by train.py")
+    parser.add_argument("--rows", type=int, default=12, help="about this many steps (default 12)")
+    parser.add_argument("--csv", help="also write every logged step to this CSV file")
+    args = parser.parse_args(argv)
+    try:
+        scalars = read_scalars(Path(args.run))
+        header, rows = diagnostics_table(scalars, args.rows)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {args.run}: {error}", file=sys.stderr)
+        return 2
+    print(format_table(header, rows))
+    if args.csv:
+        header, every = diagnostics_table(scalars, rows=sys.maxsize)
+        with open(args.csv, "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *every])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
