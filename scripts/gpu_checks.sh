@@ -87,7 +87,9 @@ if ((busi_minutes > 0)); then
     stage "BUSI Table 6, $iterations iterations" $((busi_minutes * 60 + 120)) "$out/bench.log" \
       bash scripts/busi_table6.sh .busi256 "$iterations" runs/busi_table6
     cp runs/busi_table6/table.md "$out/busi_table.md"
-    python3 scripts/diagnostics.py runs/busi_table6/synfoc --rows 20 >> "$out/busi_table.md"
+    { printf '\nSynFoC pseudo-label diagnostics:\n```\n'
+      python3 scripts/diagnostics.py runs/busi_table6/synfoc --rows 20
+      printf '```\n'; } >> "$out/busi_table.md"
     tar czf "$out/busi_runs.tgz" --exclude='*.pt' runs/busi_table6
   else
     status=1
