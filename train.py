@@ -21,6 +21,7 @@ from dataloaders.specs import get_spec
 from utils.checkpoint import CheckpointError
 from utils.config import (
     RESUMABLE_KEYS,
+    RESUMABLE_SECTIONS,
     Config,
     ConfigError,
     check_resumable,
@@ -105,7 +106,7 @@ def default_run_name(config: Config, overrides: list[str] = ()) -> str:
     suffixes: dict[str, str] = {}  # key -> suffix; a repeated key keeps its last value
     for text in overrides:
         section, key, _ = parse_override(text)
-        if f"{section}.{key}" not in _NAMED_KEYS and not section.startswith("eval"):
+        if f"{section}.{key}" not in _NAMED_KEYS and section not in RESUMABLE_SECTIONS:
             value = re.sub(r"[^A-Za-z0-9.+-]+", "-", text.split("=", 1)[1]).strip("-")
             suffixes[f"{section}.{key}"] = f"{key}-{value}"
     return "_".join([name, *suffixes.values()])
