@@ -135,8 +135,8 @@ def log_loaded(models, state: dict, path: Path) -> None:
     the frozen base encoder before this load, not the evaluated model."""
     loaded = [
         name
-        for name in ("unet", "unet_teacher", "foundation", "foundation_teacher")
-        if getattr(models, name) is not None and state["models"].get(name) is not None
+        for name, model in vars(models).items()
+        if model is not None and state["models"].get(name) is not None
     ]
     note = ""
     if models.foundation is not None and "foundation" in loaded:

@@ -20,14 +20,13 @@ from dataloaders.datasets import DataError
 from dataloaders.specs import get_spec
 from utils.checkpoint import CheckpointError
 from utils.config import (
-    RESUMABLE_KEYS,
-    RESUMABLE_SECTIONS,
     Config,
     ConfigError,
     check_resumable,
     config_differences,
     load_config,
     parse_override,
+    resumable,
     save_config,
 )
 from utils.logging import setup_logging
@@ -81,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Settings the default run name already shows (or that do not define the experiment).
+# Settings the default run name already shows; resumable ones (paths, cadence, eval) get no
+# suffix either, since they do not define the experiment.
 _NAMED_KEYS = (
     "data.dataset",
     "data.lb_domain",
@@ -90,7 +90,6 @@ _NAMED_KEYS = (
     "method.students",
     "method.supervised_only",
     "train.seed",
-    *RESUMABLE_KEYS,
 )
 
 
@@ -106,7 +105,8 @@ def default_run_name(config: Config, overrides: list[str] = ()) -> str:
     suffixes: dict[str, str] = {}  # key -> suffix; a repeated key keeps its last value
     for text in overrides:
         section, key, _ = parse_override(text)
-        if f"{section}.{key}" not in _NAMED_KEYS and section not in RESUMABLE_SECTIONS:
+        dotted = f"{section}.{key}"
+        if dotted not in _NAMED_KEYS and not resumable(dotted):
             value = re.sub(r"[^A-Za-z0-9.+-]+", "-", text.split("=", 1)[1]).strip("-")
             suffixes[f"{section}.{key}"] = f"{key}-{value}"
     return "_".join([name, *suffixes.values()])

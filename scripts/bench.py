@@ -192,19 +192,25 @@ def profile_iterations(trainer, count: int, path: Path) -> None:
     path.write_text(f"{count} iterations, sorted by {sort}\n{table}\n")
 
 
+def advance_uncompiled(trainer, mode) -> None:
+    """One iteration on the uncompiled networks inside ``mode`` (a counting dispatch mode, whose
+    hooks would make torch.compile trace again)."""
+    compiled, trainer.step_models = trainer.step_models, trainer.models
+    try:
+        with mode:
+            advance(trainer)
+    finally:
+        trainer.step_models = compiled
+
+
 def count_flops(trainer) -> float:
     """FLOPs of one full iteration (forwards and backward), by torch's flop counter, on the
     uncompiled networks (the same arithmetic; the counter's hooks would make torch.compile trace
     again)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    compiled, trainer.step_models = trainer.step_models, trainer.models
     counter = FlopCounterMode(display=False)
-    try:
-        with counter:
-            advance(trainer)
-    finally:
-        trainer.step_models = compiled
+    advance_uncompiled(trainer, counter)
     return float(counter.get_total_flops())
 
 
@@ -221,12 +227,7 @@ def count_ops(trainer) -> int:
             Counter.calls += 1
             return func(*args, **(kwargs or {}))
 
-    compiled, trainer.step_models = trainer.step_models, trainer.models
-    try:
-        with Counter():
-            advance(trainer)
-    finally:
-        trainer.step_models = compiled
+    advance_uncompiled(trainer, Counter())
     return Counter.calls
 
 

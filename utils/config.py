@@ -244,6 +244,11 @@ RESUMABLE_KEYS = (
 RESUMABLE_SECTIONS = ("eval",)
 
 
+def resumable(key: str) -> bool:
+    """Whether ``section.key`` may change when a run resumes (see :data:`RESUMABLE_KEYS`)."""
+    return key in RESUMABLE_KEYS or key.split(".")[0] in RESUMABLE_SECTIONS
+
+
 def config_differences(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
     """``(section.key, old value, new value)`` for every key that differs, in declaration order."""
     before, after = config_to_dict(old), config_to_dict(new)
@@ -265,7 +270,7 @@ def check_resumable(saved: Config, requested: Config) -> None:
     changed = [
         f"{key} {old!r} -> {new!r}"
         for key, old, new in config_differences(saved, requested)
-        if key not in RESUMABLE_KEYS and key.split(".")[0] not in RESUMABLE_SECTIONS
+        if not resumable(key)
     ]
     if changed:
         raise ConfigError(
