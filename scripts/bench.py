@@ -138,10 +138,11 @@ def timed(device: torch.device, fn, *args):
 
 
 def advance(trainer, count: int = 1) -> None:
-    """``count`` training iterations, stepping the counter as the training loop does."""
+    """``count`` training iterations as the training loop runs them between two log steps
+    (``Trainer.iterate``: the step, the counter, the scalars and diagnostics summed on the
+    device)."""
     for _ in range(count):
-        trainer.train_step()
-        trainer.step += 1
+        trainer.iterate()
 
 
 def time_iterations(trainer, count: int) -> list[float]:

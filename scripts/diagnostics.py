@@ -4,7 +4,8 @@
     python scripts/diagnostics.py runs/busi/<name> --rows 40 --csv diag.csv
 
 The first thing to look at when SynFoC does not beat its SupOnly baseline: one row per logged
-step (thinned to ``--rows``), with λ(t), the SMC weights (α = Φself · Φmut, batch means), the
+step (thinned to ``--rows``; every value is a mean over the logging interval up to that step),
+with λ(t), the SMC weights (α = Φself · Φmut, batch means), the
 share of confident unlabeled pixels (before the paste) and of pixels with an unsupervised loss
 (after it), the Dice of each teacher's pseudo-labels and of their ensemble against the unlabeled
 ground truth (mean over the dataset's regions; the loop computes it, the method never sees it),

@@ -31,15 +31,12 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Trainer:
 
 
 def test_training_steps_never_synchronise_with_the_host(trainer: Trainer) -> None:
-    trainer.train_step()  # warm-up: lazy initialisation may synchronise once
-    trainer.step += 1
+    trainer.iterate()  # warm-up: lazy initialisation may synchronise once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            out, _ = trainer.train_step()
-            trainer.meter.add(out.scalars)
-            trainer.step += 1
+            trainer.iterate()  # as the loop between two log steps, diagnostics included
     finally:
         torch.cuda.set_sync_debug_mode("default")
     scalars = trainer.meter.read()

@@ -11,7 +11,7 @@ from helpers import TINY_OVERRIDES
 from dataloaders.synthetic import generate_synthetic
 from utils.config import load_config
 from utils.synfoc import synfoc_step
-from utils.trainer import Trainer
+from utils.trainer import Trainer, pooled_region_dice
 
 TINY = [*TINY_OVERRIDES, "train.device=cpu"]
 
@@ -62,11 +62,40 @@ def test_thirty_steps_reduce_the_supervised_loss(data_root, tmp_path) -> None:
     trainer.max_iterations = 30
     losses = []
     for _ in range(30):
-        out, _ = trainer.train_step()
-        trainer.step += 1
+        out = trainer.iterate()
         losses.append(float(out.scalars["sup/unet"] + out.scalars["sup/foundation"]))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, f"supervised loss {first:.3f} -> {last:.3f}"
+
+
+def test_pseudo_label_dice_is_averaged_over_the_logging_interval(data_root, tmp_path) -> None:
+    trainer = make_trainer(data_root, tmp_path)
+    per_step = []
+    compute = trainer._pseudo_label_dice
+
+    def recording(out, gt):
+        scalars = compute(out, gt)
+        per_step.append({name: float(value) for name, value in scalars.items()})
+        return scalars
+
+    trainer._pseudo_label_dice = recording
+    for _ in range(3):
+        trainer.iterate()
+    logged = trainer.meter.read()
+    names = sorted(k for k in logged if k.startswith("diag/pseudo_dice/"))
+    # three sources (unet, foundation, ensemble) x the synthetic set's two regions
+    assert len(names) == 6 and len(per_step) == 3
+    for name in names:
+        assert logged[name] == pytest.approx(sum(s[name] for s in per_step) / 3, abs=1e-6)
+
+
+def test_pooled_region_dice_by_hand() -> None:
+    pred = torch.tensor([[[1, 1, 0], [2, 0, 0]], [[0, 0, 0], [0, 0, 0]]])  # (2, 2, 3)
+    target = torch.tensor([[[1, 0, 0], [2, 2, 0]], [[1, 0, 0], [0, 0, 0]]])
+    # region {1}: pred 2 px, target 2 px, overlap 1 -> 2/4; region {1, 2}: 3, 4, overlap 2 -> 4/7;
+    # region {3}: empty in both -> 1.
+    dice = pooled_region_dice(pred, target, [(1,), (1, 2), (3,)])
+    assert dice.tolist() == pytest.approx([0.5, 4 / 7, 1.0])
 
 
 def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path) -> None:

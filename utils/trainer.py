@@ -246,6 +246,15 @@ class Trainer:
         for group in self.optimizers["foundation"].param_groups:
             group["lr"] = lr
 
+    def iterate(self) -> StepOutput:
+        """One iteration as the training loop runs it: :meth:`train_step`, the step counter, and
+        the step's scalars with the pseudo-label diagnostics summed on the device (no read-back;
+        :meth:`_log` reads the means every ``log_interval`` steps)."""
+        out, unlabeled_gt = self.train_step()
+        self.step += 1
+        self.meter.add({**out.scalars, **self._pseudo_label_dice(out, unlabeled_gt)})
+        return out
+
     def train_step(self) -> tuple[StepOutput, torch.Tensor]:
         """One SynFoC iteration; returns the step output and the unlabeled ground truth.
 
@@ -315,12 +324,10 @@ class Trainer:
             dynamic_ncols=True,
         )
         while self.step < self.max_iterations:
-            out, unlabeled_gt = self.train_step()
-            self.step += 1
-            self.meter.add(out.scalars)
+            out = self.iterate()
             last = self.step == self.max_iterations
             if self.step % train.log_interval == 0 or last:
-                self._log(out, unlabeled_gt, bar)
+                self._log(out, bar)
             if self.step % train.eval_interval == 0 or last:
                 results = self.evaluate_and_save()
             elif self.step % train.checkpoint_interval == 0:
@@ -334,11 +341,10 @@ class Trainer:
         return results
 
     # -------------------------------------------------------------------------------------- logging
-    def _log(self, out: StepOutput, unlabeled_gt: torch.Tensor, bar: tqdm) -> None:
+    def _log(self, out: StepOutput, bar: tqdm) -> None:
         scalars = self.meter.read()
         for name, optimizer in self.optimizers.items():
             scalars[f"lr/{name}"] = optimizer.param_groups[0]["lr"]
-        scalars.update(self._pseudo_label_dice(out, unlabeled_gt))
         for name, value in scalars.items():
             self.writer.add_scalar(
                 f"train/{name}" if not name.startswith("diag/") else name, value, self.step
@@ -358,21 +364,17 @@ class Trainer:
             " ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
         )
 
-    def _pseudo_label_dice(self, out: StepOutput, gt: torch.Tensor) -> dict[str, float]:
-        """Dice of each teacher's pseudo-labels against the unlabeled ground truth (paper Fig. 6).
+    def _pseudo_label_dice(self, out: StepOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Dice of each teacher's pseudo-labels against the unlabeled ground truth (paper Fig. 6),
+        as 0-dim device tensors: computed every step and averaged over the logging interval like
+        the other scalars (one batch alone is too noisy to read), without a read-back.
         Diagnostics only: computed here, after the step, from the labels the step returned."""
-        if not out.pseudo_labels:
-            return {}
         names = self.spec.region_names
-        sources = list(out.pseudo_labels)
-        dice = torch.stack(
-            [pooled_region_dice(out.pseudo_labels[s], gt, self.regions) for s in sources]
-        ).tolist()
-        return {
-            f"diag/pseudo_dice/{s}/{r}": dice[i][j]
-            for i, s in enumerate(sources)
-            for j, r in enumerate(names)
-        }
+        scalars = {}
+        for source, labels in out.pseudo_labels.items():
+            dice = pooled_region_dice(labels, gt, self.regions)
+            scalars.update({f"diag/pseudo_dice/{source}/{r}": dice[j] for j, r in enumerate(names)})
+        return scalars
 
     # ----------------------------------------------------------------------------------- evaluation
     def evaluate(self, examples: dict[str, list] | None = None) -> dict[str, Any]:
