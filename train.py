@@ -23,7 +23,6 @@ from utils.config import (
     Config,
     ConfigError,
     check_resumable,
-    config_differences,
     load_config,
     parse_override,
     resumable,
@@ -108,7 +107,7 @@ def default_run_name(config: Config, overrides: list[str] = ()) -> str:
         dotted = f"{section}.{key}"
         if dotted not in _NAMED_KEYS and not resumable(dotted):
             value = re.sub(r"[^A-Za-z0-9.+-]+", "-", text.split("=", 1)[1]).strip("-")
-            suffixes[f"{section}.{key}"] = f"{key}-{value}"
+            suffixes[dotted] = f"{key}-{value}"
     return "_".join([name, *suffixes.values()])
 
 
@@ -144,16 +143,16 @@ def check_config(config: Config) -> None:
 
 def warn_schedule_change(saved: Config, config: Config) -> None:
     """A resumed run with a new length stretches lambda(t) and the lr schedules from here on."""
-    for key, old, new in config_differences(saved, config):
-        if key == "train.max_iterations":
-            logger.warning(
-                "train.max_iterations %s -> %s: lambda(t) and the lr schedules follow the new "
-                "length from the resumed step on; the run is not the same as one trained for %s "
-                "iterations from the start",
-                old,
-                new,
-                new,
-            )
+    old, new = saved.train.max_iterations, config.train.max_iterations
+    if old != new:
+        logger.warning(
+            "train.max_iterations %s -> %s: lambda(t) and the lr schedules follow the new "
+            "length from the resumed step on; the run is not the same as one trained for %s "
+            "iterations from the start",
+            old,
+            new,
+            new,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
