@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,31 @@ def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path) -> None:
 
 
 PINNED_LOSS = 3.948974609375
+
+
+def test_bf16_autocast_changes_the_step_by_rounding_noise_only(data_root, tmp_path) -> None:
+    """The GPU step runs under bf16 autocast; on a fixed batch, with the same copy-paste boxes,
+    its loss and every scalar must stay within rounding of the fp32 step (CPU autocast stands in
+    for CUDA's here, with the same lower-precision list for convolutions and matmuls)."""
+    trainer = make_trainer(data_root, tmp_path)
+    labeled, unlabeled, _ = trainer.next_batches()
+    boxes_state = trainer.generator.get_state()
+    outs = []
+    for amp in (False, True):
+        trainer.generator.set_state(boxes_state)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = synfoc_step(
+                trainer.models, labeled, unlabeled, cfg=trainer.config.method,
+                regions=trainer.regions, lam=0.5, progress=0.5, generator=trainer.generator,
+            )  # fmt: skip
+        out.loss.backward()
+        outs.append(out)
+    fp32, bf16 = (float(out.loss.detach()) for out in outs)
+    assert math.isfinite(bf16)
+    assert bf16 != fp32, "autocast did not take effect"
+    assert bf16 == pytest.approx(fp32, rel=1e-2)
+    for name, value in outs[0].scalars.items():
+        assert float(outs[1].scalars[name]) == pytest.approx(float(value), abs=2e-2), name
+    grads = [p.grad for m in (trainer.models.unet, trainer.models.foundation)
+             for p in m.parameters() if p.grad is not None]  # fmt: skip
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -1,0 +1,131 @@
+"""The training iteration never reads a tensor's value back to the host, checked on the CPU.
+
+On a GPU, every such read (``.item()``, ``float(t)``, ``if t:``, boolean-mask indexing,
+``nonzero``, ``unique``, a device change) stalls the host until the GPU catches up. The CUDA test
+checks this with ``torch.cuda.set_sync_debug_mode("error")``, which only runs where there is a GPU.
+Here a dispatch mode sees every ATen operator of the same iteration on the CPU and flags the ones
+whose output depends on tensor values the host would have to wait for, so CI catches a new
+read-back too.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY_OVERRIDES
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dataloaders.synthetic import generate_synthetic
+from utils.config import load_config
+from utils.trainer import Trainer
+
+# Operators that need tensor values on the host: the scalar read behind .item() / float() /
+# bool(), and those whose output size depends on the data.
+HOST_READS = {
+    "aten._local_scalar_dense.default",
+    "aten.is_nonzero.default",
+    "aten.equal.default",
+    "aten.nonzero.default",
+    "aten.masked_select.default",
+    "aten._unique2.default",
+    "aten.unique_dim.default",
+    "aten.unique_consecutive.default",
+    "aten.repeat_interleave.Tensor",
+    "aten.lift_fresh.default",  # torch.tensor(host data): a host-to-device copy on a GPU
+}
+
+
+class HostReadRecorder(TorchDispatchMode):
+    """Records each host-reading operator with the repository frames that called it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self._reads_host(func, args, kwargs):
+            frames = traceback.extract_stack()[:-1]
+            # AdamW's step counter: on a GPU the trainer uses fused AdamW, whose counter stays on
+            # the device; only the CPU's single-tensor path reads its host counter (.item()).
+            if not any("torch/optim/" in f.filename for f in frames):
+                ours = [
+                    f"{Path(f.filename).name}:{f.lineno} {f.line}"
+                    for f in frames
+                    if "site-packages" not in f.filename and "tests" not in f.filename
+                ]
+                self.reads.append(f"{func} from " + " <- ".join(reversed(ours[-3:])))
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def _reads_host(func, args, kwargs) -> bool:
+        name = str(func)
+        if name == "aten.index.Tensor":  # x[mask] with a boolean mask is a nonzero
+            return any(i is not None and i.dtype == torch.bool for i in args[1])
+        if name == "aten._to_copy.default":  # .to(device) / .cpu(); dtype casts are fine
+            return kwargs.get("device") is not None
+        return name in HOST_READS
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    return generate_synthetic(root, seed=3, train_per_domain=8, test_per_domain=2, size=64)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["method.teacher_bn=running", "method.alpha=cps", "method.consistency=cr"],
+        [
+            "method.alpha=linear",
+            "method.copy_paste=false",
+            "method.students=foundation",
+            "method.consistency=none",
+        ],
+        ["method.supervised_only=true", "method.consistency=none"],
+    ],
+    ids=["synfoc", "running-bn-cps-cr", "linear-no-copy-paste-foundation", "suponly"],
+)
+def test_training_iterations_read_nothing_back(data_root, tmp_path, overrides) -> None:
+    config = load_config(
+        "configs/demo.yaml",
+        [*TINY_OVERRIDES, "train.device=cpu", f"data.root={data_root}", *overrides],
+    )
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    trainer._train_modes()
+    trainer.iterate()  # the first iteration may initialise lazily (optimizer states)
+    recorder = HostReadRecorder()
+    with recorder:
+        for _ in range(2):
+            trainer.iterate()  # as the loop between two log steps, diagnostics included
+    assert not recorder.reads, "host read-backs in the training iteration:\n" + "\n".join(
+        dict.fromkeys(recorder.reads)
+    )
+    assert trainer.step == 3
+
+
+@pytest.mark.parametrize(
+    "read_back",
+    [
+        lambda x: x.sum().item(),
+        lambda x: bool(x.max() > 0.5),
+        lambda x: x[x > 0.5],
+        lambda x: torch.unique(x > 0.5),
+        lambda x: x.to("cpu" if x.is_cuda else "meta"),
+        lambda x: x + torch.tensor([1.0, 2.0]).sum(),
+    ],
+    ids=["item", "bool", "mask-index", "unique", "device-change", "tensor-from-data"],
+)
+def test_the_recorder_flags_each_kind_of_read_back(read_back) -> None:
+    x = torch.rand(4, 4)
+    recorder = HostReadRecorder()
+    with recorder:
+        x * 2 + 1  # arithmetic alone reads nothing
+        assert not recorder.reads
+        read_back(x)
+    assert recorder.reads
