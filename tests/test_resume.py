@@ -4,6 +4,7 @@ relabelling another, and what a resumed run leaves in TensorBoard."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,12 @@ def test_resumed_run_keeps_the_events_of_its_checkpoint_step(
     with pytest.raises(KeyboardInterrupt):
         train(data_root, tmp_path / "run", 4)
     monkeypatch.setattr(Trainer, "train_step", original)
+    # Event files are read in name order: events.out.tfevents.<second>.<host>.<pid>.<counter>.
+    # A real resume is a new process, seconds later; here both writers share the pid, and within
+    # one second a counter of 10 would sort before 9 and put the resumed events first.
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.05)
     assert train_cli.main(["--resume", str(tmp_path / "run"), "--no_progress"]) == 0
     assert _steps(tmp_path / "run", "eval/unet/mean/dice") == [2, 4]
     assert _steps(tmp_path / "run", "train/total") == [1, 2, 3, 4]
