@@ -15,8 +15,9 @@ which costs the same time.
 Printed: ms per iteration back to back (the goal figure) and the synchronised median with its
 10th/90th percentiles, images per second, peak GPU memory, the FLOPs of one iteration (counted by
 ``torch.utils.flop_counter``) with the achieved TFLOP/s and an MFU estimate, the median ms of each
-phase (batches, forward, backward, optimizers + EMA), and the time of one evaluation pass over
-the bench's test set (prostate 300, busi 36, tiny 12 slices).
+phase (batches, forward, backward, optimizers + EMA), with ``--profile`` on CUDA the kernels' busy
+time per iteration (its gap to the back-to-back time is the device waiting for the host), and the
+time of one evaluation pass over the bench's test set (prostate 300, busi 36, tiny 12 slices).
 """
 
 from __future__ import annotations
@@ -177,9 +178,11 @@ def time_phases(trainer, count: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def profile_iterations(trainer, count: int, path: Path) -> None:
+def profile_iterations(trainer, count: int, path: Path) -> float | None:
     """torch.profiler over ``count`` iterations: the operators and kernels that take the most
-    (device time on CUDA, CPU time otherwise) go to ``path`` as a table."""
+    (device time on CUDA, CPU time otherwise) go to ``path`` as a table. Returns the device's
+    busy seconds per iteration on CUDA (None elsewhere): to compare with the back-to-back time,
+    whose excess over it is the device waiting for the host."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = trainer.device.type == "cuda"
@@ -188,9 +191,28 @@ def profile_iterations(trainer, count: int, path: Path) -> None:
         advance(trainer, count)
         synchronize(trainer.device)
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
-    table = profiler.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=70)
+    averages = profiler.key_averages()
+    table = averages.table(sort_by=sort, row_limit=40, max_name_column_width=70)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{count} iterations, sorted by {sort}\n{table}\n")
+    return device_busy_seconds(averages) / count if cuda else None
+
+
+def device_busy_seconds(averages) -> float:
+    """The profiler table's "Self CUDA time total" in seconds: the self time (µs) of the device
+    events, i.e. the kernels and copies on the one stream the step uses. CPU operators also carry
+    the device time of their kernels, so they are left out, as are user annotations."""
+    from torch.autograd import DeviceType
+
+    return (
+        sum(
+            event.self_device_time_total
+            for event in averages
+            if event.device_type != DeviceType.CPU
+            and not getattr(event, "is_user_annotation", False)
+        )
+        / 1e6
+    )
 
 
 def advance_uncompiled(trainer, mode) -> None:
@@ -264,8 +286,9 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
     phases = time_phases(trainer, min(args.iterations, 20))
     flops = count_flops(trainer)
     ops = count_ops(trainer)
+    busy = None
     if args.profile:
-        profile_iterations(trainer, 5, Path(args.profile) / f"profile_{name}.txt")
+        busy = profile_iterations(trainer, 5, Path(args.profile) / f"profile_{name}.txt")
     sync = sync_check(trainer, 5) if args.sync_check else "not run (--sync_check)"
     synchronize(device)
     start = time.perf_counter()
@@ -304,6 +327,7 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
         "mfu_percent": 100 * achieved / peak if peak else None,
         "peak_tflops": peak,
         "phases_ms": {k: 1000 * v for k, v in phases.items()},
+        "device_busy_ms": None if busy is None else 1000 * busy,
         "eval_seconds": eval_seconds,
         "eval_slices": sum(len(d) for d in trainer.eval_sets.values()),
         "eval_domains": len(trainer.eval_sets),
@@ -320,6 +344,12 @@ def report(f: dict[str, Any]) -> str:
         else "- (peak unknown)"
     )
     phases = ", ".join(f"{k} {v:.1f}" for k, v in f["phases_ms"].items())
+    busy = (
+        f"{f['device_busy_ms']:.1f} ms of kernels per iteration (profile of 5), "
+        f"{100 * f['device_busy_ms'] / f['ms_back_to_back']:.0f} % of back to back"
+        if f["device_busy_ms"] is not None
+        else "- (CUDA and --profile)"
+    )
     rows = [
         (
             "bench",
@@ -345,6 +375,7 @@ def report(f: dict[str, Any]) -> str:
             f"{f['gflop']:.1f} GFLOP -> {f['tflops_achieved']:.2f} TFLOP/s, MFU {mfu}",
         ),
         ("phases (ms)", f"{phases} (each synchronised; data already on the device)"),
+        ("device busy", busy),
         (
             "operators",
             f"{f['ops_per_iteration']} dispatched per iteration, eager (each a host call, most a "

@@ -31,8 +31,32 @@ def test_bench_tiny_records_every_figure(tmp_path):
     assert all(v > 0 for v in record["phases_ms"].values())
     assert record["eval_slices"] == 12 and record["eval_domains"] == 3
     assert "back to back" in result.stdout and "phases (ms)" in result.stdout
+    assert record["device_busy_ms"] is None and "device busy" in result.stdout  # CUDA only
     table = (profile_dir / "profile_tiny.txt").read_text()
     assert "5 iterations" in table and "aten::" in table
+
+
+def test_device_busy_time_sums_the_profile_in_microseconds():
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from scripts.bench import device_busy_seconds
+
+    def event(device_type, microseconds, annotation=False):
+        return SimpleNamespace(
+            device_type=device_type,
+            self_device_time_total=microseconds,
+            is_user_annotation=annotation,
+        )
+
+    events = [
+        event(DeviceType.CUDA, 1500.0),  # two kernels
+        event(DeviceType.CUDA, 2500.0),
+        event(DeviceType.CPU, 4000.0),  # the aten operators that launched them
+        event(DeviceType.CUDA, 900.0, annotation=True),
+    ]
+    assert device_busy_seconds(events) == pytest.approx(0.004)
 
 
 def test_bench_records_append_across_calls(tmp_path):
