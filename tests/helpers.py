@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +24,21 @@ TINY_OVERRIDES = [
     "data.unlabeled_bs=2",
     "eval.batch_size=8",
 ]
+
+
+def make_trainer(data_root: Path, run_dir: Path, *overrides: str, device: str = "cpu") -> Trainer:
+    """A ``Trainer`` of the tiny demo config on the synthetic data at ``data_root``, writing to
+    ``run_dir``, with its models in training modes (as ``fit`` sets them)."""
+    from utils.config import load_config
+    from utils.trainer import Trainer
+
+    config = load_config(
+        "configs/demo.yaml",
+        [*TINY_OVERRIDES, f"train.device={device}", f"data.root={data_root}", *overrides],
+    )
+    trainer = Trainer(config, run_dir, progress=False)
+    trainer._train_modes()
+    return trainer
 
 
 def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_OVERRIDES
+from helpers import make_trainer
 
 from dataloaders.synthetic import generate_synthetic
-from utils.config import load_config
 from utils.metrics import slice_metrics
 from utils.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-TINY = [*TINY_OVERRIDES, "train.device=cuda"]
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +21,7 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Trainer:
     root = generate_synthetic(
         tmp_path_factory.mktemp("synthetic"), seed=1, train_per_domain=8, test_per_domain=4, size=64
     )
-    config = load_config("configs/demo.yaml", [*TINY, f"data.root={root}"])
-    trainer = Trainer(config, tmp_path_factory.mktemp("run"), progress=False)
-    trainer._train_modes()
-    return trainer
+    return make_trainer(root, tmp_path_factory.mktemp("run"), device="cuda")
 
 
 def test_training_steps_never_synchronise_with_the_host(trainer: Trainer) -> None:

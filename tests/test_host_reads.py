@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_OVERRIDES
+from helpers import make_trainer
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dataloaders.synthetic import generate_synthetic
-from utils.config import load_config
-from utils.trainer import Trainer
 
 # Operators that need tensor values on the host: the scalar read behind .item() / float() /
 # bool(), and those whose output size depends on the data.
@@ -92,12 +90,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ids=["synfoc", "running-bn-cps-cr", "linear-no-copy-paste-foundation", "suponly"],
 )
 def test_training_iterations_read_nothing_back(data_root, tmp_path, overrides) -> None:
-    config = load_config(
-        "configs/demo.yaml",
-        [*TINY_OVERRIDES, "train.device=cpu", f"data.root={data_root}", *overrides],
-    )
-    trainer = Trainer(config, tmp_path / "run", progress=False)
-    trainer._train_modes()
+    trainer = make_trainer(data_root, tmp_path / "run", *overrides)
     trainer.iterate()  # the first iteration may initialise lazily (optimizer states)
     recorder = HostReadRecorder()
     with recorder:

@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_OVERRIDES
+from helpers import make_trainer
 
 from dataloaders.synthetic import generate_synthetic
-from utils.config import load_config
 from utils.synfoc import synfoc_step
-from utils.trainer import Trainer, pooled_region_dice
-
-TINY = [*TINY_OVERRIDES, "train.device=cpu"]
+from utils.trainer import pooled_region_dice
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +20,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synthetic(root, seed=5, train_per_domain=8, test_per_domain=2, size=64)
 
 
-def make_trainer(data_root: Path, tmp_path: Path, *overrides: str) -> Trainer:
-    config = load_config("configs/demo.yaml", [*TINY, f"data.root={data_root}", *overrides])
-    trainer = Trainer(config, tmp_path / "run", progress=False)
-    trainer._train_modes()
-    return trainer
-
-
 def test_one_step_gradients_reach_exactly_the_trainable_parts(data_root, tmp_path) -> None:
-    trainer = make_trainer(data_root, tmp_path)
+    trainer = make_trainer(data_root, tmp_path / "run")
     models = trainer.models
     labeled, unlabeled, _ = trainer.next_batches()
     out = synfoc_step(
@@ -59,7 +49,7 @@ def test_one_step_gradients_reach_exactly_the_trainable_parts(data_root, tmp_pat
 
 
 def test_thirty_steps_reduce_the_supervised_loss(data_root, tmp_path) -> None:
-    trainer = make_trainer(data_root, tmp_path, "data.lb_num=2", "optim.foundation_lr=1e-3")
+    trainer = make_trainer(data_root, tmp_path / "run", "data.lb_num=2", "optim.foundation_lr=1e-3")
     trainer.max_iterations = 30
     losses = []
     for _ in range(30):
@@ -70,7 +60,7 @@ def test_thirty_steps_reduce_the_supervised_loss(data_root, tmp_path) -> None:
 
 
 def test_pseudo_label_dice_is_averaged_over_the_logging_interval(data_root, tmp_path) -> None:
-    trainer = make_trainer(data_root, tmp_path)
+    trainer = make_trainer(data_root, tmp_path / "run")
     per_step = []
     compute = trainer._pseudo_label_dice
 
@@ -107,7 +97,7 @@ def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path) -> None:
     """
     torch.use_deterministic_algorithms(True)
     try:
-        trainer = make_trainer(data_root, tmp_path)
+        trainer = make_trainer(data_root, tmp_path / "run")
         labeled, unlabeled, _ = trainer.next_batches()
         out = synfoc_step(
             trainer.models, labeled, unlabeled, cfg=trainer.config.method,
@@ -125,7 +115,7 @@ def test_bf16_autocast_changes_the_step_by_rounding_noise_only(data_root, tmp_pa
     """The GPU step runs under bf16 autocast; on a fixed batch, with the same copy-paste boxes,
     its loss and every scalar must stay within rounding of the fp32 step (CPU autocast stands in
     for CUDA's here, with the same lower-precision list for convolutions and matmuls)."""
-    trainer = make_trainer(data_root, tmp_path)
+    trainer = make_trainer(data_root, tmp_path / "run")
     labeled, unlabeled, _ = trainer.next_batches()
     boxes_state = trainer.generator.get_state()
     outs = []
