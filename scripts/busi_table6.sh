@@ -7,6 +7,7 @@
 # Usage: bash scripts/busi_table6.sh DATA_ROOT ITERATIONS [OUT_DIR] [extra train.py arguments]
 #   e.g. on a GPU machine with a 256-px copy made by scripts/resize_dataset.py:
 #   bash scripts/busi_table6.sh .busi256 3000 runs/busi_table6
+# The extra arguments come after the defaults and override them, e.g. --lb_num 129 for 1/4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$1" iterations="$2" out="${3:-runs/busi_table6}"
