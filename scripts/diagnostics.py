@@ -2,6 +2,7 @@
 
     python scripts/diagnostics.py runs/busi/<name>                # about 12 rows over the run
     python scripts/diagnostics.py runs/busi/<name> --rows 40 --csv diag.csv
+    python scripts/diagnostics.py runs/busi/<name> --since 300        # plus the mean from step 300
 
 The first thing to look at when SynFoC does not beat its SupOnly baseline: one row per logged
 step (thinned to ``--rows``; every value is a mean over the logging interval up to that step),
@@ -10,7 +11,8 @@ share of confident unlabeled pixels (before the paste) and of pixels with an uns
 (after it), the Dice of each teacher's pseudo-labels and of their ensemble against the unlabeled
 ground truth (mean over the dataset's regions; the loop computes it, the method never sees it),
 and the students' supervised and unsupervised losses. Columns a run does not log (a SupOnly run
-has no teachers) are left out.
+has no teachers) are left out. ``--since STEP`` adds one row: the mean of every logged value at
+steps >= STEP, to compare runs over the same late part of training.
 """
 
 from __future__ import annotations
@@ -61,14 +63,20 @@ def column_values(scalars: dict[str, dict[int, float]], source: str) -> dict[int
     }
 
 
-def diagnostics_table(
-    scalars: dict[str, dict[int, float]], rows: int
-) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): about ``rows`` logged steps spread over the run, the last one included."""
+def logged_columns(scalars: dict[str, dict[int, float]]) -> list[tuple[str, dict[int, float]]]:
+    """(column name, {step: value}) of every column of COLUMNS that the run logged."""
     columns = [(name, column_values(scalars, source)) for name, source in COLUMNS]
     columns = [(name, values) for name, values in columns if values]
     if not columns:
         raise ValueError("no training scalars logged yet")
+    return columns
+
+
+def diagnostics_table(
+    scalars: dict[str, dict[int, float]], rows: int
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): about ``rows`` logged steps spread over the run, the last one included."""
+    columns = logged_columns(scalars)
     steps = sorted(set().union(*(values for _, values in columns)))
     stride = max(1, -(-len(steps) // rows))  # ceil
     chosen = steps[::stride] + ([steps[-1]] if (len(steps) - 1) % stride else [])
@@ -77,6 +85,24 @@ def diagnostics_table(
         for step in chosen
     ]
     return ["step", *(name for name, _ in columns)], table
+
+
+def mean_since(scalars: dict[str, dict[int, float]], since: int) -> list[str]:
+    """A table row: per column, the mean of the values logged at steps >= ``since``.
+
+    Each logged value is itself a mean over its logging interval, so this is the mean over the
+    training steps from about ``since`` on. The step cell reads ``>=STEP`` plus the number of
+    logged steps averaged; a column with nothing logged in that range shows ``-``.
+    """
+    columns = logged_columns(scalars)
+    steps = sorted(s for s in set().union(*(values for _, values in columns)) if s >= since)
+    if not steps:
+        raise ValueError(f"nothing logged at step {since} or later")
+    cells = []
+    for _, values in columns:
+        late = [values[s] for s in steps if s in values]
+        cells.append(f"{sum(late) / len(late):.4g}" if late else "-")
+    return [f">={since}(n={len(steps)})", *cells]
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -92,10 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="run folder written by train.py")
     parser.add_argument("--rows", type=int, default=12, help="about this many steps (default 12)")
     parser.add_argument("--csv", help="also write every logged step to this CSV file")
+    parser.add_argument(
+        "--since", type=int, help="add a row with the mean of the logged values from this step on"
+    )
     args = parser.parse_args(argv)
     try:
         scalars = read_scalars(Path(args.run))
         header, rows = diagnostics_table(scalars, args.rows)
+        if args.since is not None:
+            rows.append(mean_since(scalars, args.since))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {args.run}: {error}", file=sys.stderr)
         return 2

@@ -42,6 +42,15 @@ def test_table_follows_train_log(data_root: Path, tmp_path: Path, capsys) -> Non
     assert float(rows[-1]["pl_dice_ens"]) == pytest.approx(expected, rel=1e-3, abs=1e-3)
     assert len((tmp_path / "d.csv").read_text().splitlines()) == 1 + 4  # header + every step
 
+    assert diagnostics.main([str(run), "--rows", "1", "--since", "3"]) == 0
+    mean_row = dict(zip(header, capsys.readouterr().out.splitlines()[-1].split()))
+    assert mean_row["step"] == ">=3(n=2)"
+    late_alpha = [_logged(run, step)["smc/alpha"] for step in (3, 4)]
+    expected = sum(late_alpha) / 2
+    assert float(mean_row["alpha"]) == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    assert diagnostics.main([str(run), "--since", "5"]) == 2
+    assert "nothing logged at step 5 or later" in capsys.readouterr().err
+
 
 def test_suponly_run_has_no_teacher_columns(data_root: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
