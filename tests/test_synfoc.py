@@ -652,3 +652,12 @@ def test_step_input_errors() -> None:
             strong=dataclasses.replace(unlabeled.strong, unet=unlabeled3.strong.unet[:, :, :8]),
         )
         synfoc_step(_models(), labeled, bad, **kwargs)
+    no_unet_view = dataclasses.replace(unlabeled.weak, unet=None)
+    with pytest.raises(ValueError, match="unlabeled.weak.unet is None"):
+        foundation_only = MethodConfig(students="foundation", consistency="none")
+        synfoc_step(
+            _models("foundation"),
+            labeled,
+            dataclasses.replace(unlabeled, weak=no_unet_view),
+            **{**kwargs, "cfg": foundation_only},
+        )

@@ -53,7 +53,9 @@ class Views:
     """One batch of images at both model input sizes, float in [0, 1]."""
 
     foundation: Tensor | None  # (B, Cin, S, S); None when no foundation model is trained
-    unet: Tensor | None  # (B, Cin, p, p); None when no U-Net is trained
+    # (B, Cin, p, p); always given, also without a U-Net: the patch size p is the grid of the
+    # pseudo-labels, SMC and the copy-paste boxes.
+    unet: Tensor
 
 
 @dataclass
@@ -207,6 +209,16 @@ def _check_models(models: Models, cfg: MethodConfig) -> None:
 
 def _check_batches(labeled: LabeledBatch, unlabeled: UnlabeledBatch, cfg: MethodConfig) -> None:
     """Shape checks (host metadata only)."""
+    for where, views in (
+        ("labeled.images", labeled.images),
+        ("unlabeled.weak", unlabeled.weak),
+        ("unlabeled.strong", unlabeled.strong),
+    ):
+        if views.unet is None:
+            raise ValueError(
+                f"{where}.unet is None; the view at the patch size p is needed also without a "
+                "U-Net student (p is the grid of the pseudo-labels and copy-paste boxes)"
+            )
     for name in ("foundation", "unet"):
         if getattr(labeled.images, name) is None:  # a model this configuration does not train
             continue
@@ -324,23 +336,15 @@ def _mix(
         )
     if not cfg.copy_paste:
         return _Mixed(strong, teach.unet, teach.foundation, teach.weight_p)
-    reference = strong.unet if strong.unet is not None else strong.foundation
-    p = reference.shape[-1]
+    b, p = strong.unet.shape[0], strong.unet.shape[-1]
     boxes = sample_boxes(
-        reference.shape[0],
-        p,
-        area=cfg.cp_area,
-        ratio=cfg.cp_ratio,
-        generator=generator,
-        device=reference.device,
+        b, p, area=cfg.cp_area, ratio=cfg.cp_ratio, generator=generator, device=strong.unet.device
     )
     box_p = box_mask(boxes, p, p)
-    images = Views(foundation=None, unet=None)
+    images = Views(foundation=None, unet=paste(strong.unet, labeled.images.unet, box_p))
     target_u = target_f = None
-    if strong.unet is not None:
-        images.unet = paste(strong.unet, labeled.images.unet, box_p)
-        if teach.unet is not None:
-            target_u = _paste_target(teach.unet, labeled.mask_unet, box_p)
+    if teach.unet is not None:
+        target_u = _paste_target(teach.unet, labeled.mask_unet, box_p)
     if strong.foundation is not None:
         box_s = box_mask(boxes, p, strong.foundation.shape[-1])
         images.foundation = paste(strong.foundation, labeled.images.foundation, box_s)
