@@ -18,7 +18,7 @@ Coordinates follow ``F.affine_grid``/``F.grid_sample`` with ``align_corners=Fals
 x to the right, y down, the canvas spans [-1, 1] edge to edge, so a displacement of ``d`` pixels
 is ``2 d / S`` normalized units and the canvas centre is 0.
 
-Deliberate differences from the reference (all are sub-pixel or distribution-preserving):
+Deliberate differences from the reference (sub-pixel, distribution-preserving or better resampling):
 
 - scale factors, crop offsets and rotation angles are continuous (the reference rounds sizes and
   offsets to pixels and draws integer degrees);
@@ -26,6 +26,10 @@ Deliberate differences from the reference (all are sub-pixel or distribution-pre
 - the mask is filled with ``fill_class`` wherever the composed map leaves the canvas (the
   reference's elastic step replicates the mask's edge instead, a few pixels at most);
 - no uint8 quantization between steps (the reference goes back to uint8 PIL after each op);
+- ``resize_images`` brings images to a model's input size bilinearly, antialiased when shrinking;
+  the reference takes every n-th pixel of its 512 canvas (scipy ``zoom``, order 0) for the U-Net
+  input, which aliases fine texture at 512 -> 384 or 288. Training and test images go through the
+  same function, so the two stay consistent;
 - ``resize_masks`` aligns pixel centres like the bilinear ``resize_images`` (the reference's scipy
   ``zoom`` is corner-aligned, up to half a pixel off its own image resize).
 
@@ -51,6 +55,8 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 _ELASTIC_CELLS_PER_SIGMA = 4.0
 # scipy.ndimage.gaussian_filter's default kernel truncation, in sigmas.
 _GAUSSIAN_TRUNCATE = 4.0
+# The reference augments every image on a 512 x 512 canvas; pixel-valued parameters refer to it.
+REFERENCE_CANVAS = 512
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -76,7 +82,9 @@ class AugmentParams:
     """Probabilities and ranges of the weak and strong augmentation (reference defaults).
 
     Elastic ``alpha`` and ``sigma`` are fractions of the image side S: the reference uses
-    alpha = 2 S and sigma = 0.08 S pixels at S = 512.
+    alpha = 2 S and sigma = 0.08 S pixels at S = 512. ``blur_sigma`` is in pixels of the
+    reference's 512 canvas and is scaled by S / 512, as the kernel (a fraction of S) is, so a
+    smaller canvas gets the same blur relative to the image.
     """
 
     p_scale_crop: float = 0.5
@@ -88,7 +96,7 @@ class AugmentParams:
     elastic_alpha: float = 2.0
     elastic_sigma: float = 0.08
     intensity_range: tuple[float, float] = (0.1, 2.0)  # brightness and contrast factors
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels at S = 512
     blur_kernel_fraction: float = 0.1  # kernel = int(0.1 * 512) = 51 at 512
 
     def __post_init__(self) -> None:
@@ -284,7 +292,8 @@ def strong_augment(images: Tensor, generator: torch.Generator, params: AugmentPa
 
     Photometric only, so it stays pixel-aligned with the weak view it is applied to. Brightness
     and contrast factors are drawn independently from ``params.intensity_range``, the blur sigma
-    from ``params.blur_sigma``; the kernel is ``int(blur_kernel_fraction * S)`` made odd.
+    from ``params.blur_sigma`` times S / 512; the kernel is ``int(blur_kernel_fraction * S)`` made
+    odd. At S = 512 both are the reference's.
 
     Args:
         images: (B, C, S, S) float in [0, 1] (uint8 is accepted), C = 1 or 3.
@@ -303,8 +312,9 @@ def strong_augment(images: Tensor, generator: torch.Generator, params: AugmentPa
     lo, hi = params.intensity_range
     out = adjust_brightness(images, lo + (hi - lo) * u[:, 0])
     out = adjust_contrast(out, lo + (hi - lo) * u[:, 1])
-    s_lo, s_hi = params.blur_sigma
-    kernel_size = blur_kernel_size(images.shape[-1], params.blur_kernel_fraction)
+    size = images.shape[-1]
+    s_lo, s_hi = (sigma * size / REFERENCE_CANVAS for sigma in params.blur_sigma)
+    kernel_size = blur_kernel_size(size, params.blur_kernel_fraction)
     return gaussian_blur(out, s_lo + (s_hi - s_lo) * u[:, 2], kernel_size).clamp_(0.0, 1.0)
 
 

@@ -349,6 +349,20 @@ def test_blur_matches_reference_1d_convolution():
     assert blur_kernel_size(512, 0.1) == 51 and blur_kernel_size(32, 0.1) == 3
 
 
+def test_strong_blur_scales_with_the_canvas():
+    # Brightness and contrast factors of 1 leave only the blur. The reference blurs its 512
+    # canvas with sigma pixels; on a 64-px canvas the same relative blur is sigma * 64 / 512.
+    size, sigma = 64, 2.0
+    images = torch.rand(2, 1, size, size, generator=gen())
+    params = AugmentParams(intensity_range=(1.0, 1.0), blur_sigma=(sigma, sigma))
+    strong = strong_augment(images, gen(1), params)
+    kernel_size = blur_kernel_size(size, 0.1)
+    scaled = gaussian_blur(images, torch.full((2,), sigma * size / 512), kernel_size)
+    unscaled = gaussian_blur(images, torch.full((2,), sigma), kernel_size)
+    torch.testing.assert_close(strong, scaled.clamp(0, 1))
+    assert (strong - unscaled).abs().max() > 0.05
+
+
 def test_strong_without_blur_is_affine_in_the_weak_view():
     # Weak values <= 0.45 keep brightness (factor <= 2) from clipping, so without blur the strong
     # view is one affine map of the weak view per sample (up to contrast clipping, excluded).
