@@ -8,6 +8,7 @@
 #   e.g. on a GPU machine with a 256-px copy made by scripts/resize_dataset.py:
 #   bash scripts/busi_table6.sh .busi256 3000 runs/busi_table6
 # The extra arguments come after the defaults and override them, e.g. --lb_num 129 for 1/4.
+# METHODS (default "suponly synfoc") picks the methods, e.g. METHODS=synfoc to rerun SynFoC alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$1" iterations="$2" out="${3:-runs/busi_table6}"
@@ -23,6 +24,18 @@ run() {  # run <name> [train.py arguments...]
   "$PYTHON" test.py --run "$out/$name" --checkpoint last --no_progress
 }
 
-run suponly --set method.supervised_only=true --set method.consistency=none "$@"
-run synfoc "$@"
-"$PYTHON" scripts/summarize.py "$out/suponly" "$out/synfoc" --out "$out/table"
+methods=(${METHODS:-suponly synfoc})
+for method in "${methods[@]}"; do  # check them all before the first run starts
+  [[ "$method" == suponly || "$method" == synfoc ]] ||
+    { echo "unknown method '$method' in METHODS (expected suponly, synfoc)" >&2; exit 2; }
+done
+runs=()
+for method in "${methods[@]}"; do
+  if [[ "$method" == suponly ]]; then
+    run suponly --set method.supervised_only=true --set method.consistency=none "$@"
+  else
+    run synfoc "$@"
+  fi
+  runs+=("$out/$method")
+done
+"$PYTHON" scripts/summarize.py "${runs[@]}" --out "$out/table"
