@@ -6,8 +6,10 @@ SAM/MedSAM checkpoints load by name with the position embedding and the global-a
 relative-position tables resized to S (:func:`load_sam_checkpoint`).
 
 Optionally (default on) each encoder attention layer is replaced by :class:`SDPAttention`, the
-same computation through ``F.scaled_dot_product_attention`` with the decomposed relative-position
-bias as the attention mask, which lets PyTorch pick a fused kernel on the GPU.
+same computation through ``F.scaled_dot_product_attention``, which lets PyTorch pick a fused
+kernel on the GPU. The decomposed relative-position term either goes in as an additive attention
+mask (``mask``) or is folded into extra query/key channels (``folded``), which needs no mask and
+so admits flash attention; :func:`set_vit_attention` switches between the two.
 """
 
 from __future__ import annotations
@@ -63,14 +65,37 @@ def _relative_index(size: int) -> torch.Tensor:
     return coords[:, None] - coords[None, :] + (size - 1)
 
 
+VIT_ATTENTION_MODES = ("mask", "folded")
+
+
+def _key_one_hot(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot row and column of each key of an (height, width) grid, keys in raster order:
+    (height * width, height) and (height * width, width) float tensors of 0 and 1."""
+    rows = torch.arange(height).repeat_interleave(width)
+    cols = torch.arange(width).repeat(height)
+    return F.one_hot(rows, height).float(), F.one_hot(cols, width).float()
+
+
 class SDPAttention(nn.Module):
     """Upstream SAM ViT ``Attention`` computed with ``F.scaled_dot_product_attention``.
 
     It takes over the upstream module's parameters under the same names (``qkv``, ``proj``,
     ``rel_pos_h``, ``rel_pos_w``), so checkpoints and LoRA see no difference. The decomposed
     relative-position term, q . R_h[qh - kh] + q . R_w[qw - kw] (q unscaled, as upstream), is
-    passed as a float attention mask; the gather indexes are cached as buffers so no index
-    tensor is built on the host per call.
+    computed as rel_h (per query, one value per key row) and rel_w (one per key column) and then
+    enters the attention in one of two ways (``self.mode``, see :func:`set_vit_attention`):
+
+    - ``mask``: expanded to a (B, heads, N, N) float mask. Flash attention takes no mask, so the
+      GPU runs the memory-efficient kernel, and the mask and its gradient are materialised.
+    - ``folded``: appended to the queries as H + W channels, with one-hot key rows and columns
+      appended to the keys, so that q' . k' = scale * q . k + rel_h[kh] + rel_w[kw] exactly
+      (scale folded into q, SDPA scale 1). Channels are zero-padded to a multiple of 8 and v
+      to the same width (flash attention wants one head size), and the padding is cut off the
+      output. No mask, so flash attention qualifies, at the price of a wider head
+      (64 -> 128 channels for ViT-B at 512 px).
+
+    Both are equal to upstream up to rounding (tests/test_sam.py). The gather indexes and one-hot
+    keys are cached as buffers so no index tensor is built on the host per call.
 
     Arguments:
       attention (Attention): the upstream module to replace.
@@ -83,12 +108,16 @@ class SDPAttention(nn.Module):
         self.qkv = attention.qkv
         self.proj = attention.proj
         self.use_rel_pos = attention.use_rel_pos
+        self.mode = "mask"
         if self.use_rel_pos:
             self.rel_pos_h = attention.rel_pos_h
             self.rel_pos_w = attention.rel_pos_w
             self.size = ((len(self.rel_pos_h) + 1) // 2, (len(self.rel_pos_w) + 1) // 2)
             self.register_buffer("index_h", _relative_index(self.size[0]), persistent=False)
             self.register_buffer("index_w", _relative_index(self.size[1]), persistent=False)
+            key_h, key_w = _key_one_hot(*self.size)
+            self.register_buffer("key_h", key_h, persistent=False)
+            self.register_buffer("key_w", key_w, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, dim) -> (B, H, W, dim); B counts windows for windowed blocks."""
@@ -96,12 +125,19 @@ class SDPAttention(nn.Module):
         # (3, B, heads, H*W, head_dim)
         qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = self._rel_pos_bias(q, H, W) if self.use_rel_pos else None
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        if not self.use_rel_pos:
+            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        elif self.mode == "folded":
+            x = self._folded_attention(q, k, v, H, W)
+        else:
+            rel_h, rel_w = self._rel_pos_terms(q, H, W)
+            bias = (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
         return self.proj(x.transpose(1, 2).reshape(B, H, W, -1))
 
-    def _rel_pos_bias(self, q: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """(B, heads, H*W, head_dim) queries -> (B, heads, H*W, H*W) additive bias."""
+    def _rel_pos_terms(self, q: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, heads, H*W, head_dim) queries -> rel_h (B, heads, H*W, H), rel_w (..., W): each
+        query's relative-position logit for every key row and every key column."""
         if self.size == (H, W):
             Rh, Rw = self.rel_pos_h[self.index_h], self.rel_pos_w[self.index_w]
         else:  # another grid than the tables were made for: upstream interpolates them
@@ -110,7 +146,47 @@ class SDPAttention(nn.Module):
         r_q = q.reshape(B, heads, H, W, dim)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, Rh.to(q.dtype))
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, Rw.to(q.dtype))
-        return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(B, heads, N, N)
+        return rel_h.reshape(B, heads, N, H), rel_w.reshape(B, heads, N, W)
+
+    def _folded_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, H: int, W: int
+    ) -> torch.Tensor:
+        """Attention with the relative-position term in extra q/k channels (see the class
+        docstring): (B, heads, N, head_dim) q, k, v -> (B, heads, N, head_dim)."""
+        rel_h, rel_w = self._rel_pos_terms(q, H, W)
+        if self.size == (H, W):
+            key_h, key_w = self.key_h, self.key_w
+        else:
+            key_h, key_w = (t.to(q.device) for t in _key_one_hot(H, W))
+        B, heads, N, dim = q.shape
+        width = dim + H + W
+        pad = -width % 8
+        q_wide = torch.cat([q * self.scale, rel_h, rel_w, q.new_zeros(B, heads, N, pad)], -1)
+        keys = torch.cat([key_h, key_w, key_h.new_zeros(N, pad)], -1).to(k.dtype)
+        k_wide = torch.cat([k, keys.expand(B, heads, N, H + W + pad)], -1)
+        v_wide = F.pad(v, (0, width + pad - dim))
+        out = F.scaled_dot_product_attention(q_wide, k_wide, v_wide, scale=1.0)
+        return out[..., :dim]
+
+
+def set_vit_attention(model: nn.Module, mode: str) -> int:
+    """Set how every :class:`SDPAttention` in ``model`` applies the relative-position term
+    (``mask`` or ``folded``, see :class:`SDPAttention`); the weights are untouched.
+
+    Returns:
+      The number of attention layers set (0 for models without them, e.g. LiteMedSAM).
+
+    Raises:
+      ValueError: ``mode`` is not one of ``VIT_ATTENTION_MODES``.
+    """
+    if mode not in VIT_ATTENTION_MODES:
+        raise ValueError(
+            f"model.vit_attention: unknown {mode!r}; expected one of {list(VIT_ATTENTION_MODES)}"
+        )
+    layers = [m for m in model.modules() if isinstance(m, SDPAttention)]
+    for layer in layers:
+        layer.mode = mode
+    return len(layers)
 
 
 class SamSegmenter(PromptFreeSegmenter):

@@ -15,6 +15,7 @@ from networks.sam import (
     load_sam_checkpoint,
     resize_pos_embed,
     resize_rel_pos,
+    set_vit_attention,
 )
 from networks.segmenter import build_mask_decoder
 
@@ -128,7 +129,8 @@ def test_train_mode_keeps_the_encoder_in_eval_mode() -> None:
     assert not any(m.training for m in model.modules())
 
 
-def test_sdpa_attention_matches_upstream_module() -> None:
+@pytest.mark.parametrize("mode", ["mask", "folded"])
+def test_sdpa_attention_matches_upstream_module(mode: str) -> None:
     torch.manual_seed(0)
     for size, shape in [(3, (8, 3, 3, 64)), (4, (2, 4, 4, 64)), (4, (1, 6, 6, 64))]:
         upstream = Attention(64, num_heads=2, use_rel_pos=True, input_size=(size, size))
@@ -136,6 +138,7 @@ def test_sdpa_attention_matches_upstream_module() -> None:
             upstream.rel_pos_h.normal_()
             upstream.rel_pos_w.normal_()
         fast = SDPAttention(upstream)  # shares the parameters
+        fast.mode = mode
         x = torch.randn(shape, requires_grad=True)
         expected = upstream(x)
         (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
@@ -143,6 +146,44 @@ def test_sdpa_attention_matches_upstream_module() -> None:
         (grad,) = torch.autograd.grad(out.square().sum(), x)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(grad, grad_expected, rtol=1e-4, atol=1e-4)
+
+
+def test_folded_attention_gives_the_rel_pos_parameters_the_upstream_gradient() -> None:
+    torch.manual_seed(1)
+    upstream = Attention(64, num_heads=2, use_rel_pos=True, input_size=(5, 5))
+    with torch.no_grad():
+        upstream.rel_pos_h.normal_()
+        upstream.rel_pos_w.normal_()
+    fast = SDPAttention(upstream)
+    fast.mode = "folded"
+    x = torch.randn(3, 5, 5, 64)
+    params = [upstream.rel_pos_h, upstream.rel_pos_w, upstream.qkv.weight]
+    expected = torch.autograd.grad(upstream(x).square().sum(), params)
+    got = torch.autograd.grad(fast(x).square().sum(), params)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_folded_keys_select_their_own_row_and_column() -> None:
+    """q' . k' adds rel_h[kh] + rel_w[kw] for key (kh, kw): check the one-hot layout."""
+    upstream = Attention(16, num_heads=1, use_rel_pos=True, input_size=(2, 3))
+    fast = SDPAttention(upstream)
+    assert fast.key_h.tolist() == [[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]]
+    assert fast.key_w.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]] * 2
+
+
+def test_set_vit_attention_switches_every_layer_and_rejects_unknown_modes() -> None:
+    model = tiny(num_classes=2).eval()
+    randomise_(model)
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        masked = model(images)
+        assert set_vit_attention(model, "folded") == 2
+        assert {b.attn.mode for b in model.image_encoder.blocks} == {"folded"}
+        folded = model(images)
+    torch.testing.assert_close(folded, masked, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="vit_attention"):
+        set_vit_attention(model, "flash")
 
 
 def test_fast_attention_model_matches_upstream_attention_model() -> None:

@@ -89,15 +89,17 @@ def test_pooled_region_dice_by_hand() -> None:
     assert dice.tolist() == pytest.approx([0.5, 4 / 7, 1.0])
 
 
-def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path) -> None:
-    """Regression pin (CPU, fp32): a speed change must not change the numbers.
+@pytest.mark.parametrize("attention", ["mask", "folded"])
+def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path, attention) -> None:
+    """Regression pin (CPU, fp32): a speed change must not change the numbers; both ways of
+    applying the ViT's relative-position term give the same loss.
 
     The expected value was computed by this code on CPU (torch 2.14); update it only for an
     intended change of the method, and say so in the commit.
     """
     torch.use_deterministic_algorithms(True)
     try:
-        trainer = make_trainer(data_root, tmp_path / "run")
+        trainer = make_trainer(data_root, tmp_path / "run", f"model.vit_attention={attention}")
         labeled, unlabeled, _ = trainer.next_batches()
         out = synfoc_step(
             trainer.models, labeled, unlabeled, cfg=trainer.config.method,

@@ -222,6 +222,19 @@ def test_unknown_config_key_is_a_one_line_error(capsys) -> None:
 
 
 @pytest.mark.parametrize(
+    ("override", "named"),
+    [("train.compile_mode=fast", "train.compile_mode"), ("model.vit_attention=flash", "flash")],
+)
+def test_unknown_speed_options_are_one_line_errors(
+    data_root: Path, tmp_path: Path, capsys, override: str, named: str
+) -> None:
+    assert train(data_root, tmp_path / "run", 1, "--set", override) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and named in last, last
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+@pytest.mark.parametrize(
     ("overrides", "evaluated"),
     [
         (["method.supervised_only=true", "method.consistency=none"], {"unet", "foundation"}),

@@ -41,6 +41,9 @@ class ModelConfig:
     image_size: int | None = None  # ViT input size; None = the spec's (512); LiteMedSAM is 256
     lora_rank: int = 4  # LoRA rank on q and v of every encoder block
     unet_width: int = 64  # U-Net channels at the first level (64 = the reference's 31M U-Net)
+    # How SAM ViT attention applies its relative-position term: mask (an additive SDPA mask) |
+    # folded (extra q/k channels, flash-attention eligible). Same numbers; see networks/sam.py.
+    vit_attention: str = "mask"
 
 
 @dataclass
@@ -82,7 +85,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (always fp32 on CPU)
     deterministic: bool = False  # deterministic algorithms, cudnn.benchmark off
-    compile: bool = False  # torch.compile the students' forwards
+    compile: bool = False  # torch.compile the networks' forwards
+    # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune |
+    # max-autotune-no-cudagraphs
+    compile_mode: str = "default"
     out: str | None = None  # run directory; None = runs/<dataset>/<name>
     name: str | None = None  # run name; None = train.py's default_run_name
 
@@ -231,6 +237,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 RESUMABLE_KEYS = (
     "data.root",
     "model.checkpoint",
+    "model.vit_attention",
     "train.max_iterations",
     "train.eval_interval",
     "train.log_interval",
@@ -238,6 +245,7 @@ RESUMABLE_KEYS = (
     "train.device",
     "train.deterministic",
     "train.compile",
+    "train.compile_mode",
     "train.out",
     "train.name",
 )

@@ -42,7 +42,7 @@ from utils.build import (
     select_device,
 )
 from utils.checkpoint import load_checkpoint, load_model_states, save_checkpoint
-from utils.config import Config, config_to_dict
+from utils.config import Config, ConfigError, config_to_dict
 from utils.ema import ema_update
 from utils.evaluation import evaluate, format_table, to_json_ready
 from utils.logging import prediction_grid
@@ -59,6 +59,9 @@ from utils.synfoc import (
 )
 
 logger = logging.getLogger(__name__)
+
+# torch.compile modes accepted as train.compile_mode.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ScalarMeter:
@@ -135,11 +138,20 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.spec = get_spec(config.data.dataset)
         validate_method(config.method)
+        if config.train.compile_mode not in COMPILE_MODES:
+            raise ConfigError(
+                f"train.compile_mode: unknown {config.train.compile_mode!r}; "
+                f"expected one of {list(COMPILE_MODES)}"
+            )
         self.device = select_device(config.train.device)
         configure_backend(self.device, config.train.deterministic)
         seed_everything(config.train.seed)
         self.models = build_models(config, self.spec, self.device)
-        self.step_models = self._compiled(self.models) if config.train.compile else self.models
+        self.step_models = (
+            self._compiled(self.models, config.train.compile_mode)
+            if config.train.compile
+            else self.models
+        )
         self.sizes = run_sizes(config, self.spec, self.models)
         self.data = build_data(config, self.spec, self.sizes, progress=progress)
         self.labeled = self.data.labeled.samples
@@ -175,16 +187,18 @@ class Trainer:
             samples.masks = samples.masks.to(self.device)
 
     @staticmethod
-    def _compiled(models: Models) -> Models:
+    def _compiled(models: Models, mode: str) -> Models:
         """The same networks behind torch.compile (shared weights; checkpoints use originals).
 
         Static shapes: the teacher (batch B) and student (2B) forwards of one class share a
         compile cache, and automatic dynamic shapes would make the batch symbolic after the
         second size; with ``dynamic=False`` each of the few sizes gets its own specialised graph.
+        ``mode`` is ``train.compile_mode`` (``reduce-overhead`` replays CUDA graphs, which the
+        step allows: it never synchronises with the host).
         """
         return Models(
             **{
-                k: m if m is None else torch.compile(m, dynamic=False)
+                k: m if m is None else torch.compile(m, dynamic=False, mode=mode)
                 for k, m in vars(models).items()
             }
         )
@@ -273,6 +287,10 @@ class Trainer:
             self.step, self.max_iterations, method.ramp, method.consistency_weight
         )
         self._set_learning_rates()
+        if self.step_models is not self.models:
+            # A new step: CUDA graphs (compile_mode reduce-overhead) may now reuse the memory of
+            # the previous step's outputs; without CUDA graphs this only marks the step.
+            torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             return synfoc_step(
                 self.step_models,
