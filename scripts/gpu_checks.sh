@@ -12,15 +12,17 @@
 #
 # On the GPU machine, in this order, each stage under its own time limit:
 #   1. the CUDA-only tests (tests/test_cuda.py, the CUDA test of tests/test_transforms.py);
-#   2. scripts/bench.py for prostate and BUSI (eager, sync-debug check, profiler tables), and BUSI
-#      SupOnly, whose times size the BUSI runs;
+#   2. scripts/bench.py for prostate and BUSI (eager, sync-debug check, profiler tables), BUSI
+#      SupOnly, whose times size the BUSI runs, and prostate with model.vit_attention=folded;
 #   3. with --busi MIN: scripts/busi_table6.sh on .busi256 with the longest schedule that fits in
 #      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end); with
 #      --busi_iterations N instead, that schedule is N iterations (e.g. sized from the bench.json
 #      of an earlier call by scripts/busi_schedule.py), so it needs no stage 2;
-#   4. with --compile: the prostate bench again under torch.compile.
-# --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled bench).
-# Wall time: ~3 min for stages 1-2, MIN more for 3, up to 7 more for 4.
+#   4. with --compile: the prostate bench under torch.compile with the ViT attention folded, then
+#      also with CUDA graphs (train.compile_mode=reduce-overhead), then plain compiled.
+# --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches).
+# Wall time: ~4 min for stages 1-2, MIN more for 3, ~9 more for 4 (on an H200 one compiled
+# prostate bench took ~3 min, most of it compiling).
 # Seven files go to $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json,
 # profile_prostate.txt, profile_busi.txt, busi_table.md and busi_runs.tgz (the run folders without
 # checkpoints: train.log, TensorBoard events, eval and test JSON, the table as CSV).
@@ -86,6 +88,9 @@ if ((checks)); then
   stage "bench busi SupOnly" 120 "$out/bench.log" \
     python3 scripts/bench.py --bench busi --json "$out/bench.json" \
     --set method.supervised_only=true --set method.consistency=none
+  stage "bench prostate, folded attention" 120 "$out/bench.log" \
+    python3 scripts/bench.py --bench prostate --json "$out/bench.json" \
+    --set model.vit_attention=folded
 fi
 
 busi_table() {  # busi_table <iterations> <time limit in seconds>: the Table 6 runs, their table
@@ -112,7 +117,15 @@ elif ((busi_iterations > 0)); then
 fi
 
 if ((compile)); then
-  stage "bench prostate, torch.compile" 420 "$out/bench.log" \
+  # The options the compiled step may gain from (docs/PERFORMANCE.md): the ViT's rel-pos term
+  # folded into q/k (flash attention), then CUDA graphs; the plain compiled baseline last.
+  stage "bench prostate, torch.compile, folded attention" 240 "$out/bench.log" \
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" \
+    --set model.vit_attention=folded
+  stage "bench prostate, torch.compile reduce-overhead, folded attention" 300 "$out/bench.log" \
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" \
+    --set model.vit_attention=folded --set train.compile_mode=reduce-overhead
+  stage "bench prostate, torch.compile" 240 "$out/bench.log" \
     python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json"
 fi
 exit $status
