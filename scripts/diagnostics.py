@@ -10,7 +10,9 @@ with λ(t), the SMC weights (α = Φself · Φmut, batch means), the
 share of confident unlabeled pixels (before the paste) and of pixels with an unsupervised loss
 (after it), the Dice of each teacher's pseudo-labels and of their ensemble against the unlabeled
 ground truth (mean over the dataset's regions; the loop computes it, the method never sees it),
-and the students' supervised and unsupervised losses. Columns a run does not log (a SupOnly run
+the ensemble's Dice on each domain's unlabeled images (``ens_<domain>``: pooled over the images of
+that domain in the logging interval; ``-`` where none was drawn), and the students' supervised
+and unsupervised losses. Columns a run does not log (a SupOnly run
 has no teachers) are left out. ``--since STEP`` adds one row: the mean of every logged value at
 steps >= STEP, to compare runs over the same late part of training.
 """
@@ -63,9 +65,24 @@ def column_values(scalars: dict[str, dict[int, float]], source: str) -> dict[int
     }
 
 
+# Per-domain Dice of the ensemble's pseudo-labels: one column per domain, after pl_dice_ens.
+BY_DOMAIN = "diag/pseudo_dice_by_domain/ensemble/"
+
+
+def domain_columns(scalars: dict[str, dict[int, float]]) -> list[tuple[str, str]]:
+    """(column, tag prefix) per domain the run logged under ``BY_DOMAIN``, in tag order."""
+    domains = dict.fromkeys(
+        t[len(BY_DOMAIN) :].split("/")[0] for t in scalars if t.startswith(BY_DOMAIN)
+    )
+    return [(f"ens_{domain}", f"{BY_DOMAIN}{domain}/") for domain in domains]
+
+
 def logged_columns(scalars: dict[str, dict[int, float]]) -> list[tuple[str, dict[int, float]]]:
-    """(column name, {step: value}) of every column of COLUMNS that the run logged."""
-    columns = [(name, column_values(scalars, source)) for name, source in COLUMNS]
+    """(column name, {step: value}) of every column of COLUMNS, and of the per-domain ensemble
+    Dice, that the run logged."""
+    at = [name for name, _ in COLUMNS].index("pl_dice_ens") + 1
+    sources = [*COLUMNS[:at], *domain_columns(scalars), *COLUMNS[at:]]
+    columns = [(name, column_values(scalars, source)) for name, source in sources]
     columns = [(name, values) for name, values in columns if values]
     if not columns:
         raise ValueError("no training scalars logged yet")

@@ -44,7 +44,7 @@ def test_training_steps_never_synchronise_with_the_host(trainer: Trainer) -> Non
 def test_bf16_step_is_finite_and_on_the_device(trainer: Trainer) -> None:
     out, gt = trainer.train_step()
     trainer.step += 1
-    assert out.loss.is_cuda and gt.is_cuda
+    assert out.loss.is_cuda and gt.masks.is_cuda and gt.domains.is_cuda
     assert torch.isfinite(out.loss)
     assert all(v.is_cuda for v in out.scalars.values())
 

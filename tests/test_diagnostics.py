@@ -40,6 +40,19 @@ def test_table_follows_train_log(data_root: Path, tmp_path: Path, capsys) -> Non
     assert len(ensemble) == 2  # organ, lesion
     expected = sum(ensemble) / 2
     assert float(rows[-1]["pl_dice_ens"]) == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    # Per-domain ensemble Dice: one column per domain right after pl_dice_ens, and at step 4
+    # the mean over regions of what train.log printed for each domain drawn in that interval.
+    prefix = "diag/pseudo_dice_by_domain/ensemble/"
+    by_domain = {}
+    for key, value in logged.items():
+        if key.startswith(prefix):
+            by_domain.setdefault(key[len(prefix) :].split("/")[0], []).append(value)
+    assert by_domain and all(len(values) == 2 for values in by_domain.values())
+    at = header.index("pl_dice_ens") + 1
+    assert all(name.startswith("ens_") for name in header[at : at + len(by_domain)])
+    for domain, values in by_domain.items():
+        cell = float(rows[-1][f"ens_{domain}"])
+        assert cell == pytest.approx(sum(values) / 2, rel=1e-3, abs=1e-3)
     assert len((tmp_path / "d.csv").read_text().splitlines()) == 1 + 4  # header + every step
 
     assert diagnostics.main([str(run), "--rows", "1", "--since", "3"]) == 0

@@ -11,7 +11,7 @@ from helpers import make_trainer
 
 from dataloaders.synthetic import generate_synthetic
 from utils.synfoc import synfoc_step
-from utils.trainer import pooled_region_dice
+from utils.trainer import DOMAIN_DICE_TERMS, pooled_dice_terms, pooled_region_dice
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_pseudo_label_dice_is_averaged_over_the_logging_interval(data_root, tmp_
 
     def recording(out, gt):
         scalars = compute(out, gt)
-        per_step.append({name: float(value) for name, value in scalars.items()})
+        per_step.append({name: float(value) for name, value in scalars.items() if value.dim() == 0})
         return scalars
 
     trainer._pseudo_label_dice = recording
@@ -78,6 +78,41 @@ def test_pseudo_label_dice_is_averaged_over_the_logging_interval(data_root, tmp_
     assert len(names) == 6 and len(per_step) == 3
     for name in names:
         assert logged[name] == pytest.approx(sum(s[name] for s in per_step) / 3, abs=1e-6)
+
+
+def test_domain_dice_is_pooled_over_each_domains_images_in_the_interval(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path / "run")
+    seen = []  # (ensemble pseudo-labels, ground truth, domains) of every step
+    compute = trainer._pseudo_label_dice
+
+    def recording(out, truth):
+        seen.append((out.pseudo_labels["ensemble"], truth.masks, truth.domains))
+        return compute(out, truth)
+
+    trainer._pseudo_label_dice = recording
+    for _ in range(4):
+        trainer.iterate()
+    logged = trainer._domain_dice(trainer.meter.read()[DOMAIN_DICE_TERMS])
+    labels, gt, domains = (torch.cat(parts) for parts in zip(*seen))
+    expected = {}
+    for g, domain in enumerate(trainer.spec.domains):
+        if (domains == g).any():  # domains without an image in the interval are left out
+            dice = pooled_region_dice(labels[domains == g], gt[domains == g], trainer.regions)
+            for j, region in enumerate(trainer.spec.region_names):
+                expected[f"diag/pseudo_dice_by_domain/ensemble/{domain}/{region}"] = float(dice[j])
+    # With this seed the 8 images come from at least two domains, so the grouping matters.
+    assert len(expected) >= 2 * len(trainer.regions)
+    assert logged == pytest.approx(expected, abs=1e-6)
+
+
+def test_pooled_dice_terms_by_hand() -> None:
+    pred = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]], [[0, 0], [0, 0]]])  # (3, 2, 2)
+    target = torch.tensor([[[1, 0], [0, 0]], [[1, 1], [1, 0]], [[0, 0], [0, 0]]])
+    groups = torch.tensor([1, 1, 0])  # group 0: the empty pair; group 2: no image
+    terms = pooled_dice_terms(pred, target, [(1,)], groups, 3)
+    assert terms.shape == (3, 3, 1)
+    # group 1: overlaps 1 + 1 -> 2 * 2 = 4; sizes (2 + 1) + (1 + 3) = 7; 2 images
+    assert terms[:, :, 0].tolist() == [[0, 4, 0], [0, 7, 0], [1, 2, 0]]
 
 
 def test_pooled_region_dice_by_hand() -> None:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -60,12 +60,16 @@ from utils.synfoc import (
 
 logger = logging.getLogger(__name__)
 
+# Meter entry of the ensemble's per-domain pooled-Dice sums; _log turns it into Dice scalars.
+DOMAIN_DICE_TERMS = "diag/pseudo_dice_terms"
+
 # torch.compile modes accepted as train.compile_mode.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ScalarMeter:
-    """Running sums of 0-dim device tensors; one host transfer per :meth:`read`."""
+    """Running sums of device tensors (0-dim scalars, or small tensors of a fixed shape per name);
+    one host transfer per :meth:`read`."""
 
     def __init__(self) -> None:
         self._sums: dict[str, torch.Tensor] = {}
@@ -77,14 +81,28 @@ class ScalarMeter:
             self._sums[name] = self._sums[name] + value if name in self._sums else value
         self._count += 1
 
-    def read(self) -> dict[str, float]:
-        """Means since the last read (the only synchronising call), then reset."""
+    def read(self) -> dict[str, float | list[float]]:
+        """Means since the last read (the only synchronising call), then reset: a float per
+        0-dim entry, a flat list (row-major) per larger one."""
         if not self._sums:
             return {}
         names = list(self._sums)
-        values = (torch.stack([self._sums[n] for n in names]) / self._count).tolist()
+        flat = (torch.cat([self._sums[n].reshape(-1) for n in names]) / self._count).tolist()
+        means, start = {}, 0
+        for name in names:
+            size = self._sums[name].numel()
+            means[name] = flat[start] if self._sums[name].dim() == 0 else flat[start : start + size]
+            start += size
         self._sums, self._count = {}, 0
-        return dict(zip(names, values))
+        return means
+
+
+class UnlabeledTruth(NamedTuple):
+    """Ground truth of an unlabeled batch, for the loop's diagnostics only: the step never sees
+    it."""
+
+    masks: torch.Tensor  # (B, P, P) class indices at the patch size
+    domains: torch.Tensor  # (B,) int64, 0-based index into spec.domains
 
 
 def build_optimizers(models: Models, config: Config) -> dict[str, torch.optim.Optimizer]:
@@ -120,6 +138,30 @@ def pooled_region_dice(
     inter = (a & b).sum((0, 2, 3)).float()
     total = (a.sum((0, 2, 3)) + b.sum((0, 2, 3))).float()
     return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+def pooled_dice_terms(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    regions: list[tuple[int, ...]],
+    groups: torch.Tensor,
+    num_groups: int,
+) -> torch.Tensor:
+    """The sums behind a pooled Dice, per group of images and region: (3, G, R) float.
+
+    ``[0]`` = 2 |pred ∩ target| and ``[1]`` = |pred| + |target| in pixels, ``[2]`` = the number
+    of images, each summed over the images of the group (``groups``: (B,) int64 in 0..G-1;
+    label maps (B, H, W)). Summed over many batches, ``[0] / [1]`` is the Dice pooled over every
+    image of a group seen, however the groups were spread over the batches.
+    """
+    a, b = region_masks(pred, regions), region_masks(target, regions)  # (B, R, H, W)
+    inter = (a & b).sum((2, 3)).float()
+    total = (a.sum((2, 3)) + b.sum((2, 3))).float()
+    # (G, B) membership; not F.one_hot, whose range check reads values back on the CPU.
+    members = (torch.arange(num_groups, device=groups.device)[:, None] == groups).float()
+    sizes = members @ total  # (G, R)
+    images = members.sum(1, keepdim=True).expand_as(sizes)
+    return torch.stack([2 * members @ inter, sizes, images])
 
 
 class Trainer:
@@ -185,6 +227,7 @@ class Trainer:
         for samples in (self.labeled, self.unlabeled):
             samples.images = samples.images.to(self.device)
             samples.masks = samples.masks.to(self.device)
+            samples.domains = samples.domains.to(self.device)
 
     @staticmethod
     def _compiled(models: Models, mode: str) -> Models:
@@ -229,9 +272,9 @@ class Trainer:
         foundation = resize_images(images, self.sizes.foundation) if self.sizes.foundation else None
         return Views(foundation=foundation, unet=resize_images(images, self.sizes.patch))
 
-    def next_batches(self) -> tuple[LabeledBatch, UnlabeledBatch, torch.Tensor]:
+    def next_batches(self) -> tuple[LabeledBatch, UnlabeledBatch, UnlabeledTruth]:
         """Augmented labeled and unlabeled batches, and the unlabeled ground truth at the patch
-        size (for diagnostics only: it never reaches the step)."""
+        size with each image's domain (for diagnostics only: it never reaches the step)."""
         fill, g = self.spec.rotation_fill_class, self.generator
         li, ui = self.labeled_batches.next(), self.unlabeled_batches.next()
         lx, ly = weak_augment(
@@ -244,7 +287,8 @@ class Trainer:
         mask_foundation = resize_masks(ly, self.sizes.logits) if self.sizes.logits else None
         labeled = LabeledBatch(self._views(lx), mask_foundation, resize_masks(ly, self.sizes.patch))
         unlabeled = UnlabeledBatch(weak=self._views(ux), strong=self._views(strong))
-        return labeled, unlabeled, resize_masks(uy, self.sizes.patch)
+        truth = UnlabeledTruth(resize_masks(uy, self.sizes.patch), self.unlabeled.domains[ui])
+        return labeled, unlabeled, truth
 
     def _set_learning_rates(self) -> None:
         if "foundation" not in self.optimizers:
@@ -264,21 +308,21 @@ class Trainer:
         """One iteration as the training loop runs it: :meth:`train_step`, the step counter, and
         the step's scalars with the pseudo-label diagnostics summed on the device (no read-back;
         :meth:`_log` reads the means every ``log_interval`` steps)."""
-        out, unlabeled_gt = self.train_step()
+        out, truth = self.train_step()
         self.step += 1
-        self.meter.add({**out.scalars, **self._pseudo_label_dice(out, unlabeled_gt)})
+        self.meter.add({**out.scalars, **self._pseudo_label_dice(out, truth)})
         return out
 
-    def train_step(self) -> tuple[StepOutput, torch.Tensor]:
+    def train_step(self) -> tuple[StepOutput, UnlabeledTruth]:
         """One SynFoC iteration; returns the step output and the unlabeled ground truth.
 
         The phases are separate methods so that ``scripts/bench.py`` can time each one.
         """
-        labeled, unlabeled, unlabeled_gt = self.next_batches()
+        labeled, unlabeled, truth = self.next_batches()
         out = self.forward(labeled, unlabeled)
         self.backward(out.loss)
         self.update()
-        return out, unlabeled_gt
+        return out, truth
 
     def forward(self, labeled: LabeledBatch, unlabeled: UnlabeledBatch) -> StepOutput:
         """Learning rates for this step, then ``synfoc_step`` under autocast."""
@@ -361,6 +405,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------- logging
     def _log(self, out: StepOutput, bar: tqdm) -> None:
         scalars = self.meter.read()
+        if DOMAIN_DICE_TERMS in scalars:
+            scalars.update(self._domain_dice(scalars.pop(DOMAIN_DICE_TERMS)))
         for name, optimizer in self.optimizers.items():
             scalars[f"lr/{name}"] = optimizer.param_groups[0]["lr"]
         for name, value in scalars.items():
@@ -382,17 +428,41 @@ class Trainer:
             " ".join(f"{k}={v:.4g}" for k, v in scalars.items()),
         )
 
-    def _pseudo_label_dice(self, out: StepOutput, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _pseudo_label_dice(self, out: StepOutput, truth: UnlabeledTruth) -> dict[str, torch.Tensor]:
         """Dice of each teacher's pseudo-labels against the unlabeled ground truth (paper Fig. 6),
         as 0-dim device tensors: computed every step and averaged over the logging interval like
-        the other scalars (one batch alone is too noisy to read), without a read-back.
+        the other scalars (one batch alone is too noisy to read), without a read-back. Also the
+        ensemble's pooled-Dice sums per domain (:func:`pooled_dice_terms`), which :meth:`_log`
+        turns into its Dice on each domain's unlabeled images over the interval.
         Diagnostics only: computed here, after the step, from the labels the step returned."""
         names = self.spec.region_names
         scalars = {}
         for source, labels in out.pseudo_labels.items():
-            dice = pooled_region_dice(labels, gt, self.regions)
+            dice = pooled_region_dice(labels, truth.masks, self.regions)
             scalars.update({f"diag/pseudo_dice/{source}/{r}": dice[j] for j, r in enumerate(names)})
+        if "ensemble" in out.pseudo_labels:
+            scalars[DOMAIN_DICE_TERMS] = pooled_dice_terms(
+                out.pseudo_labels["ensemble"],
+                truth.masks,
+                self.regions,
+                truth.domains,
+                len(self.spec.domains),
+            )
         return scalars
+
+    def _domain_dice(self, mean_terms: list[float]) -> dict[str, float]:
+        """``diag/pseudo_dice_by_domain/ensemble/<domain>/<region>`` from the interval's mean
+        :func:`pooled_dice_terms` (flat); domains without an unlabeled image in the interval are
+        left out, and a region empty in both maps counts as Dice 1, as in the batch Dice."""
+        terms = torch.tensor(mean_terms).reshape(3, len(self.spec.domains), len(self.regions))
+        overlap, sizes, images = terms
+        dice = torch.where(sizes > 0, overlap / sizes.clamp_min(1e-12), torch.ones_like(sizes))
+        return {
+            f"diag/pseudo_dice_by_domain/ensemble/{domain}/{region}": float(dice[g, j])
+            for g, domain in enumerate(self.spec.domains)
+            for j, region in enumerate(self.spec.region_names)
+            if images[g, j] > 0
+        }
 
     # ----------------------------------------------------------------------------------- evaluation
     def evaluate(self, examples: dict[str, list] | None = None) -> dict[str, Any]:
