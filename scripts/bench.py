@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -198,6 +199,15 @@ def profile_iterations(trainer, count: int, path: Path) -> float | None:
     return device_busy_seconds(averages) / count if cuda else None
 
 
+def profile_name(name: str, compiled: bool, overrides: list[str]) -> str:
+    """``profile_<bench>[_compile][_<override value>...].txt``: one file per variant, so the
+    variants of one call do not overwrite each other's tables (characters other than letters,
+    digits, '.', '_' and '-' become '-')."""
+    values = [override.split("=", 1)[-1] for override in overrides]
+    stem = "_".join([f"profile_{name}", *(["compile"] if compiled else []), *values])
+    return re.sub(r"[^A-Za-z0-9._-]", "-", stem) + ".txt"
+
+
 def device_busy_seconds(averages) -> float:
     """The profiler table's "Self CUDA time total" in seconds: the self time (µs) of the device
     events, i.e. the kernels and copies on the one stream the step uses. CPU operators also carry
@@ -288,7 +298,8 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
     ops = count_ops(trainer)
     busy = None
     if args.profile:
-        busy = profile_iterations(trainer, 5, Path(args.profile) / f"profile_{name}.txt")
+        path = Path(args.profile) / profile_name(name, args.compile, args.set)
+        busy = profile_iterations(trainer, 5, path)
     sync = sync_check(trainer, 5) if args.sync_check else "not run (--sync_check)"
     synchronize(device)
     start = time.perf_counter()
@@ -437,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run 5 iterations with torch.cuda.set_sync_debug_mode('error')",
     )
     parser.add_argument("--peak_tflops", type=float, help="the card's dense bf16 peak, for MFU")
-    parser.add_argument("--profile", metavar="DIR", help="write profile_<bench>.txt tables here")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="write profile_<bench>[_compile][_<override value>...].txt tables here",
+    )
     parser.add_argument("--json", metavar="PATH", help="also append all figures to this JSON list")
     args = parser.parse_args(argv)
     records = []

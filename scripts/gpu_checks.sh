@@ -23,9 +23,12 @@
 # --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches).
 # Wall time: ~4 min for stages 1-2, MIN more for 3, ~9 more for 4 (on an H200 one compiled
 # prostate bench took ~3 min, most of it compiling).
-# Seven files go to $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json,
-# profile_prostate.txt, profile_busi.txt, busi_table.md and busi_runs.tgz (the run folders without
-# checkpoints: train.log, TensorBoard events, eval and test JSON, the table as CSV).
+# Files in $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json; with stage 2 the
+# profiler tables profile_prostate.txt, profile_busi.txt, profile_prostate_folded.txt; with
+# stage 3 busi_table.md and busi_runs.tgz (the run folders without checkpoints: train.log,
+# TensorBoard events, eval and test JSON, the table as CSV); with stage 4 three more profiler
+# tables, profile_prostate_compile*.txt (run stage 4 on its own, --skip_checks --compile, to keep
+# each command under 10 minutes and 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,7 +92,7 @@ if ((checks)); then
     python3 scripts/bench.py --bench busi --json "$out/bench.json" \
     --set method.supervised_only=true --set method.consistency=none
   stage "bench prostate, folded attention" 120 "$out/bench.log" \
-    python3 scripts/bench.py --bench prostate --json "$out/bench.json" \
+    python3 scripts/bench.py --bench prostate --json "$out/bench.json" --profile "$out" \
     --set model.vit_attention=folded
 fi
 
@@ -120,12 +123,12 @@ if ((compile)); then
   # The options the compiled step may gain from (docs/PERFORMANCE.md): the ViT's rel-pos term
   # folded into q/k (flash attention), then CUDA graphs; the plain compiled baseline last.
   stage "bench prostate, torch.compile, folded attention" 240 "$out/bench.log" \
-    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" \
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out" \
     --set model.vit_attention=folded
   stage "bench prostate, torch.compile reduce-overhead, folded attention" 300 "$out/bench.log" \
-    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" \
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out" \
     --set model.vit_attention=folded --set train.compile_mode=reduce-overhead
   stage "bench prostate, torch.compile" 240 "$out/bench.log" \
-    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json"
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out"
 fi
 exit $status

@@ -32,8 +32,20 @@ def test_bench_tiny_records_every_figure(tmp_path):
     assert record["eval_slices"] == 12 and record["eval_domains"] == 3
     assert "back to back" in result.stdout and "phases (ms)" in result.stdout
     assert record["device_busy_ms"] is None and "device busy" in result.stdout  # CUDA only
-    table = (profile_dir / "profile_tiny.txt").read_text()
+    table = (profile_dir / "profile_tiny_mutual.txt").read_text()
     assert "5 iterations" in table and "aten::" in table
+
+
+def test_profile_names_tell_the_variants_apart():
+    from scripts.bench import profile_name
+
+    assert profile_name("prostate", False, []) == "profile_prostate.txt"
+    overrides = ["model.vit_attention=folded", "train.compile_mode=reduce-overhead"]
+    assert (
+        profile_name("prostate", True, overrides)
+        == "profile_prostate_compile_folded_reduce-overhead.txt"
+    )
+    assert profile_name("busi", False, ["eval.models=[unet]"]) == "profile_busi_-unet-.txt"
 
 
 def test_device_busy_time_sums_the_profile_in_microseconds():
