@@ -169,6 +169,14 @@ class SDPAttention(nn.Module):
         return out[..., :dim]
 
 
+def check_vit_attention(mode: str) -> None:
+    """Raise ValueError, naming ``model.vit_attention``, unless ``mode`` is a known mode."""
+    if mode not in VIT_ATTENTION_MODES:
+        raise ValueError(
+            f"model.vit_attention: unknown {mode!r}; expected one of {list(VIT_ATTENTION_MODES)}"
+        )
+
+
 def set_vit_attention(model: nn.Module, mode: str) -> int:
     """Set how every :class:`SDPAttention` in ``model`` applies the relative-position term
     (``mask`` or ``folded``, see :class:`SDPAttention`); the weights are untouched.
@@ -179,10 +187,7 @@ def set_vit_attention(model: nn.Module, mode: str) -> int:
     Raises:
       ValueError: ``mode`` is not one of ``VIT_ATTENTION_MODES``.
     """
-    if mode not in VIT_ATTENTION_MODES:
-        raise ValueError(
-            f"model.vit_attention: unknown {mode!r}; expected one of {list(VIT_ATTENTION_MODES)}"
-        )
+    check_vit_attention(mode)
     layers = [m for m in model.modules() if isinstance(m, SDPAttention)]
     for layer in layers:
         layer.mode = mode

@@ -18,7 +18,7 @@ from dataloaders.specs import DatasetSpec
 from dataloaders.splits import DataSplits, build_splits
 from dataloaders.transforms import resize_images
 from networks import FOUNDATIONS, build_foundation, build_unet
-from networks.sam import VIT_ATTENTION_MODES, set_vit_attention
+from networks.sam import check_vit_attention, set_vit_attention
 from utils.config import Config, ConfigError
 from utils.ema import make_teacher
 from utils.evaluation import Predictor
@@ -104,11 +104,10 @@ def build_students(config: Config, spec: DatasetSpec) -> tuple[nn.Module | None,
             raise ConfigError(
                 f"model.foundation: unknown {name!r}; expected one of {list(FOUNDATIONS)}"
             )
-        if config.model.vit_attention not in VIT_ATTENTION_MODES:
-            raise ConfigError(
-                f"model.vit_attention: unknown {config.model.vit_attention!r}; "
-                f"expected one of {list(VIT_ATTENTION_MODES)}"
-            )
+        try:  # before the (slow) build
+            check_vit_attention(config.model.vit_attention)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         # A model with a fixed input (LiteMedSAM: 256) ignores the dataset's ViT default (512).
         fixed = FOUNDATIONS[name].fixed_size
         foundation = build_foundation(

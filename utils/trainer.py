@@ -134,10 +134,15 @@ def pooled_region_dice(
 
     Not the per-sample, smoothed Dice of SMC (``utils.smc.region_dice``): a diagnostic.
     """
-    a, b = region_masks(pred, regions), region_masks(target, regions)
-    inter = (a & b).sum((0, 2, 3)).float()
-    total = (a.sum((0, 2, 3)) + b.sum((0, 2, 3))).float()
-    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    one_group = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
+    overlap, sizes, _ = pooled_dice_terms(pred, target, regions, one_group, 1)[:, 0]
+    return dice_from_terms(overlap, sizes)
+
+
+def dice_from_terms(overlap: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Pooled Dice from the sums of :func:`pooled_dice_terms` (2 |A ∩ B|, |A| + |B|, any equal
+    shapes, means or sums alike); 1 where both maps are empty."""
+    return torch.where(sizes > 0, overlap / sizes.clamp_min(1e-12), torch.ones_like(sizes))
 
 
 def pooled_dice_terms(
@@ -456,7 +461,7 @@ class Trainer:
         left out, and a region empty in both maps counts as Dice 1, as in the batch Dice."""
         terms = torch.tensor(mean_terms).reshape(3, len(self.spec.domains), len(self.regions))
         overlap, sizes, images = terms
-        dice = torch.where(sizes > 0, overlap / sizes.clamp_min(1e-12), torch.ones_like(sizes))
+        dice = dice_from_terms(overlap, sizes)
         return {
             f"diag/pseudo_dice_by_domain/ensemble/{domain}/{region}": float(dice[g, j])
             for g, domain in enumerate(self.spec.domains)
