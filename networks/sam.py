@@ -113,11 +113,18 @@ class SDPAttention(nn.Module):
             self.rel_pos_h = attention.rel_pos_h
             self.rel_pos_w = attention.rel_pos_w
             self.size = ((len(self.rel_pos_h) + 1) // 2, (len(self.rel_pos_w) + 1) // 2)
-            self.register_buffer("index_h", _relative_index(self.size[0]), persistent=False)
-            self.register_buffer("index_w", _relative_index(self.size[1]), persistent=False)
+            # On the replaced module's device: a layer built from a model already on the GPU
+            # must not keep its buffers on the host.
+            device = self.rel_pos_h.device
             key_h, key_w = _key_one_hot(*self.size)
-            self.register_buffer("key_h", key_h, persistent=False)
-            self.register_buffer("key_w", key_w, persistent=False)
+            buffers = {
+                "index_h": _relative_index(self.size[0]),
+                "index_w": _relative_index(self.size[1]),
+                "key_h": key_h,
+                "key_w": key_w,
+            }
+            for name, buffer in buffers.items():
+                self.register_buffer(name, buffer.to(device), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, dim) -> (B, H, W, dim); B counts windows for windowed blocks."""

@@ -193,7 +193,7 @@ def profile_iterations(trainer, count: int, path: Path) -> float | None:
         synchronize(trainer.device)
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     averages = profiler.key_averages()
-    table = averages.table(sort_by=sort, row_limit=40, max_name_column_width=70)
+    table = averages.table(sort_by=sort, row_limit=120, max_name_column_width=70)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{count} iterations, sorted by {sort}\n{table}\n")
     return device_busy_seconds(averages) / count if cuda else None

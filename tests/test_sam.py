@@ -172,6 +172,16 @@ def test_folded_keys_select_their_own_row_and_column() -> None:
     assert fast.key_w.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]] * 2
 
 
+def test_buffers_follow_the_replaced_module_device() -> None:
+    """A layer built from an upstream module already on another device (the meta device stands
+    in for the GPU here) keeps its index and one-hot buffers there too."""
+    upstream = Attention(16, num_heads=1, use_rel_pos=True, input_size=(2, 3)).to("meta")
+    fast = SDPAttention(upstream)
+    assert {name: b.device.type for name, b in fast.named_buffers()} == dict.fromkeys(
+        ("index_h", "index_w", "key_h", "key_w"), "meta"
+    )
+
+
 def test_set_vit_attention_switches_every_layer_and_rejects_unknown_modes() -> None:
     model = tiny(num_classes=2).eval()
     randomise_(model)

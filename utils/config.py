@@ -43,7 +43,7 @@ class ModelConfig:
     unet_width: int = 64  # U-Net channels at the first level (64 = the reference's 31M U-Net)
     # How SAM ViT attention applies its relative-position term: mask (an additive SDPA mask) |
     # folded (extra q/k channels, flash-attention eligible). Same numbers; see networks/sam.py.
-    vit_attention: str = "mask"
+    vit_attention: str = "folded"
 
 
 @dataclass
