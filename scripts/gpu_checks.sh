@@ -24,8 +24,8 @@
 #      (CUDA graphs, folded attention), then BUSI compiled with CUDA graphs (not yet its default).
 # --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches);
 # --tests_only keeps stage 1 and leaves out stage 2 (the CUDA tests, then only what follows).
-# Wall time: ~4 min for stages 1-2, MIN more for 3, ~6 more for 4 (on an H200 one compiled
-# prostate bench took ~3 min, most of it compiling).
+# Wall time: ~5-6 min for stages 1-2 (one CUDA test compiles a tiny trainer), MIN more for 3,
+# ~6 more for 4 (on an H200 one compiled prostate bench took ~3 min, most of it compiling).
 # Files in $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json; with stage 2 the
 # profiler tables profile_prostate.txt, profile_busi.txt, profile_prostate_mask.txt; with
 # stage 3 busi_table.md and busi_runs.tgz (the run folders without checkpoints: train.log,
@@ -89,7 +89,7 @@ stage() {  # stage <name> <seconds> <log> <command...>: run, log, remember a fai
 { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } \
   > "$out/checks.log" 2>&1
 if ((checks)); then
-  stage "CUDA tests" 240 "$out/checks.log" \
+  stage "CUDA tests" 360 "$out/checks.log" \
     python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transforms.py -k cuda
 fi
 if ((checks && eager)); then
