@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.specs import DatasetSpec, get_spec  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
+from utils.synfoc import synfoc_step  # noqa: E402
 
 # bench name -> (config file, overrides, train images per domain, test images per domain)
 BENCHES = {
@@ -226,14 +227,15 @@ def device_busy_seconds(averages) -> float:
 
 
 def advance_uncompiled(trainer, mode) -> None:
-    """One iteration on the uncompiled networks inside ``mode`` (a counting dispatch mode, whose
-    hooks would make torch.compile trace again)."""
-    compiled, trainer.step_models = trainer.step_models, trainer.models
+    """One iteration on the uncompiled networks and step inside ``mode`` (a counting dispatch
+    mode, whose hooks would make torch.compile trace again)."""
+    compiled = trainer.step_models, trainer.step_fn
+    trainer.step_models, trainer.step_fn = trainer.models, synfoc_step
     try:
         with mode:
             advance(trainer)
     finally:
-        trainer.step_models = compiled
+        trainer.step_models, trainer.step_fn = compiled
 
 
 def count_flops(trainer) -> float:

@@ -21,17 +21,19 @@
 #      --busi_iterations N instead, that schedule is N iterations (e.g. sized from the bench.json
 #      of an earlier call by scripts/busi_schedule.py), so it needs no stage 2;
 #   4. with --compile: the prostate bench under torch.compile as configs/prostate.yaml trains
-#      (CUDA graphs, folded attention), then BUSI compiled with CUDA graphs (not yet its default).
+#      (CUDA graphs, folded attention), then with the whole step compiled
+#      (train.compile_scope=step), then BUSI compiled with CUDA graphs (neither yet a default).
 # --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches);
 # --tests_only keeps stage 1 and leaves out stage 2 (the CUDA tests, then only what follows).
 # Wall time: ~5-6 min for stages 1-2 (one CUDA test compiles a tiny trainer), MIN more for 3,
-# ~6 more for 4 (on an H200 one compiled prostate bench took ~3 min, most of it compiling).
+# ~9 more for 4 (on an H200 one compiled prostate bench took ~3 min, most of it compiling).
 # Files in $OUT (default runs/gpu_checks): checks.log, bench.log, bench.json; with stage 2 the
 # profiler tables profile_prostate.txt, profile_busi.txt, profile_prostate_mask.txt; with
 # stage 3 busi_table.md and busi_runs.tgz (the run folders without checkpoints: train.log,
-# TensorBoard events, eval and test JSON, the table as CSV); with stage 4 two more profiler
-# tables, profile_prostate_compile.txt and profile_busi_compile_reduce-overhead.txt (run stage 4
-# on its own, --skip_checks --compile, to keep each command under 10 minutes and 8 files).
+# TensorBoard events, eval and test JSON, the table as CSV); with stage 4 three more profiler
+# tables, profile_prostate_compile.txt, profile_prostate_compile_step.txt and
+# profile_busi_compile_reduce-overhead.txt (run stage 4 on its own, --skip_checks --compile, to
+# keep each command under 10 minutes and 8 files; BUSI, last, is the one cut short).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -128,12 +130,16 @@ fi
 
 if ((compile)); then
   # The prostate step as configs/prostate.yaml trains it (docs/PERFORMANCE.md: 48 ms on an H200),
+  # then with the whole step in one graph (SMC, copy-paste and losses fused and graphed too),
   # then BUSI with CUDA graphs, whose eager step leaves the GPU half idle. perf_hints: torch logs
   # each graph that CUDA graphs skip, and why.
   export TORCH_LOGS=perf_hints
-  stage "bench prostate, torch.compile (CUDA graphs, folded attention)" 270 "$out/bench.log" \
+  stage "bench prostate, torch.compile (CUDA graphs, folded attention)" 240 "$out/bench.log" \
     python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out"
-  stage "bench busi, torch.compile with CUDA graphs" 270 "$out/bench.log" \
+  stage "bench prostate, whole step compiled" 300 "$out/bench.log" \
+    python3 scripts/bench.py --bench prostate --compile --json "$out/bench.json" --profile "$out" \
+    --set train.compile_scope=step
+  stage "bench busi, torch.compile with CUDA graphs" 240 "$out/bench.log" \
     python3 scripts/bench.py --bench busi --compile --json "$out/bench.json" --profile "$out" \
     --set train.compile_mode=reduce-overhead
 fi

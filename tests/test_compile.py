@@ -16,6 +16,7 @@ from helpers import make_trainer
 from torch._dynamo.utils import counters
 
 from dataloaders.synthetic import generate_synthetic
+from utils.synfoc import synfoc_step
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +25,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synthetic(root, seed=5, train_per_domain=8, test_per_domain=2, size=64)
 
 
-def test_compiled_training_equals_eager_and_captures_each_network_whole(
-    data_root, tmp_path, monkeypatch
+@pytest.mark.parametrize(("scope", "compiled_objects"), [("networks", 4), ("step", 1)])
+def test_compiled_training_equals_eager_without_graph_breaks(
+    data_root, tmp_path, monkeypatch, scope, compiled_objects
 ) -> None:
     """Three iterations with ``train.compile`` (mode ``reduce-overhead``, as the prostate config
-    trains) give the eager run's losses and weights; no network breaks its graph (a break
-    would split the CUDA graphs on a GPU); evaluation and checkpoints use the original modules."""
+    trains) give the eager run's losses and weights, whether each network is compiled (both
+    students and both teachers) or the whole step is; nothing breaks its graph (a break would
+    split the CUDA graphs on a GPU, and a float baked in as a constant would recompile the step
+    every iteration); evaluation and checkpoints use the original modules."""
     modes = []
     compile_ = torch.compile
 
@@ -43,16 +47,28 @@ def test_compiled_training_equals_eager_and_captures_each_network_whole(
     runs = {}
     for name, overrides in (
         ("eager", ()),
-        ("compiled", ("train.compile=true", "train.compile_mode=reduce-overhead")),
+        (
+            "compiled",
+            (
+                "train.compile=true",
+                "train.compile_mode=reduce-overhead",
+                f"train.compile_scope={scope}",
+            ),
+        ),
     ):
         trainer = make_trainer(data_root, tmp_path / name, *overrides)
         losses = [float(trainer.iterate().loss.detach()) for _ in range(3)]
         runs[name] = trainer, losses
     (eager, eager_losses), (compiled, compiled_losses) = runs["eager"], runs["compiled"]
 
-    assert modes == ["reduce-overhead"] * 4  # both students and both teachers
-    assert compiled.step_models is not compiled.models and eager.step_models is eager.models
+    assert modes == ["reduce-overhead"] * compiled_objects
+    compiled_networks = compiled.step_models is not compiled.models
+    assert compiled_networks == (scope == "networks") and eager.step_models is eager.models
+    assert (compiled.step_fn is not synfoc_step) == (scope == "step")
     assert counters["graph_break"] == {}, dict(counters["graph_break"])
+    # networks: the student U-Net at 2B and (its weak view, no grad) at B, the U-Net teacher,
+    # the foundation student at 2B and its teacher at B; step: one graph for the whole step.
+    assert counters["stats"]["unique_graphs"] == (5 if scope == "networks" else 1)
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-5)
     for model in ("unet", "foundation", "unet_teacher", "foundation_teacher"):
         for (name, got), expected in zip(

@@ -111,20 +111,29 @@ def test_folded_attention_runs_on_flash_attention_and_matches_the_mask(grid: int
         assert folded < 0.05 and folded < 1.5 * masked + 0.005, errors
 
 
+@pytest.mark.parametrize("scope", ["networks", "step"])
 def test_compiled_step_with_cuda_graphs_tracks_eager_and_never_synchronises(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, scope: str
 ) -> None:
     """``train.compile_mode=reduce-overhead`` (the prostate config's): Inductor's kernels replayed
-    as CUDA graphs. Five iterations (the first two warm up and record the graphs, the last three
-    replay them under ``set_sync_debug_mode("error")``) give the eager run's losses up to bf16
-    rounding. Each loss is cloned before the next step: a replay reuses its output memory."""
+    as CUDA graphs, per network or for the whole step (``train.compile_scope``). Five iterations
+    (the first two warm up and record the graphs, the last three replay them under
+    ``set_sync_debug_mode("error")``) give the eager run's losses up to bf16 rounding. Each loss
+    is cloned before the next step: a replay reuses its output memory."""
     root = generate_synthetic(
         tmp_path_factory.mktemp("synthetic"), seed=2, train_per_domain=8, test_per_domain=2, size=64
     )
     losses = {}
     for name, overrides in (
         ("eager", ()),
-        ("compiled", ("train.compile=true", "train.compile_mode=reduce-overhead")),
+        (
+            "compiled",
+            (
+                "train.compile=true",
+                "train.compile_mode=reduce-overhead",
+                f"train.compile_scope={scope}",
+            ),
+        ),
     ):
         trainer = make_trainer(root, tmp_path_factory.mktemp(name), *overrides, device="cuda")
         run = [trainer.iterate().loss.detach().clone() for _ in range(2)]

@@ -10,8 +10,19 @@ import torch
 from helpers import make_trainer
 
 from dataloaders.synthetic import generate_synthetic
-from utils.synfoc import synfoc_step
-from utils.trainer import DOMAIN_DICE_TERMS, pooled_dice_terms, pooled_region_dice
+from utils.synfoc import draw_step_boxes, synfoc_step
+from utils.trainer import (
+    DOMAIN_DICE_TERMS,
+    ScalarMeter,
+    pooled_dice_terms,
+    pooled_region_dice,
+)
+
+
+def draws(trainer):
+    """The step's copy-paste draws, as ``Trainer.forward`` makes them."""
+    batch = trainer.config.data.unlabeled_bs
+    return draw_step_boxes(trainer.config.method, batch, trainer.generator, trainer.device)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +37,7 @@ def test_one_step_gradients_reach_exactly_the_trainable_parts(data_root, tmp_pat
     labeled, unlabeled, _ = trainer.next_batches()
     out = synfoc_step(
         models, labeled, unlabeled, cfg=trainer.config.method, regions=trainer.regions,
-        lam=1.0, progress=0.5, generator=trainer.generator,
+        lam=1.0, progress=0.5, box_draws=draws(trainer),
     )  # fmt: skip
     assert torch.isfinite(out.loss)
     out.loss.backward()
@@ -105,6 +116,19 @@ def test_domain_dice_is_pooled_over_each_domains_images_in_the_interval(data_roo
     assert logged == pytest.approx(expected, abs=1e-6)
 
 
+def test_meter_means_by_hand_and_never_aliases_the_step_outputs() -> None:
+    """Means over the interval, a float per 0-dim entry and a flat list per larger one; the sums
+    must survive the step's outputs being overwritten in place (CUDA graphs reuse that memory)."""
+    meter = ScalarMeter()
+    outputs = {"loss": torch.tensor(1.0), "terms": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
+    meter.add(outputs)
+    for tensor in outputs.values():
+        tensor.mul_(3)  # the next step, written into the same memory
+    meter.add(outputs)
+    assert meter.read() == {"loss": 2.0, "terms": [2.0, 4.0, 6.0, 8.0]}
+    assert meter.read() == {}  # reset by the read
+
+
 def test_pooled_dice_terms_by_hand() -> None:
     pred = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]], [[0, 0], [0, 0]]])  # (3, 2, 2)
     target = torch.tensor([[[1, 0], [0, 0]], [[1, 1], [1, 0]], [[0, 0], [0, 0]]])
@@ -138,7 +162,7 @@ def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path, attention) ->
         labeled, unlabeled, _ = trainer.next_batches()
         out = synfoc_step(
             trainer.models, labeled, unlabeled, cfg=trainer.config.method,
-            regions=trainer.regions, lam=0.5, progress=0.5, generator=trainer.generator,
+            regions=trainer.regions, lam=0.5, progress=0.5, box_draws=draws(trainer),
         )  # fmt: skip
     finally:
         torch.use_deterministic_algorithms(False)
@@ -161,7 +185,7 @@ def test_bf16_autocast_changes_the_step_by_rounding_noise_only(data_root, tmp_pa
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             out = synfoc_step(
                 trainer.models, labeled, unlabeled, cfg=trainer.config.method,
-                regions=trainer.regions, lam=0.5, progress=0.5, generator=trainer.generator,
+                regions=trainer.regions, lam=0.5, progress=0.5, box_draws=draws(trainer),
             )  # fmt: skip
         out.loss.backward()
         outs.append(out)

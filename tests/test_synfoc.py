@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.config import MethodConfig
-from utils.copy_paste import box_mask, paste, sample_boxes
+from utils.copy_paste import box_mask, boxes_from_draws, draw_boxes, paste, sample_boxes
 from utils.ema import make_teacher
 from utils.smc import (
     ensemble_alpha,
@@ -33,6 +33,7 @@ from utils.synfoc import (
     _mix,
     _Target,
     _Teaching,
+    draw_step_boxes,
     expected_scalar_keys,
     synfoc_step,
     validate_method,
@@ -125,6 +126,10 @@ def test_alpha_strategies_per_sample() -> None:
         torch.testing.assert_close(alpha, torch.tensor(expected), msg=strategy)
     with pytest.raises(ValueError, match="cps"):
         ensemble_alpha("cps", phi_self, phi_mutual)
+    # progress as the compiled step passes it: a 0-dim tensor; clamped to [0, 1] either way.
+    for progress, expected in ((torch.tensor(0.3), 0.3), (1.5, 1.0), (torch.tensor(-0.2), 0.0)):
+        alpha = ensemble_alpha("linear", None, phi_mutual, progress=progress)
+        torch.testing.assert_close(alpha, torch.full((2,), expected))
 
 
 def test_ensemble_by_hand() -> None:
@@ -273,15 +278,9 @@ def test_mix_targets_inside_and_outside_the_box() -> None:
         weight_p=torch.zeros(b, p, p),
     )
     cfg = MethodConfig()
-    mixed = _mix(labeled, unlabeled, teach, cfg, torch.Generator().manual_seed(9))
-    boxes = sample_boxes(
-        b,
-        p,
-        area=cfg.cp_area,
-        ratio=cfg.cp_ratio,
-        generator=torch.Generator().manual_seed(9),
-        device=torch.device("cpu"),
-    )
+    draws = draw_boxes(b, torch.Generator().manual_seed(9), torch.device("cpu"))
+    mixed = _mix(labeled, unlabeled, teach, cfg, draws)
+    boxes = boxes_from_draws(draws, p, area=cfg.cp_area, ratio=cfg.cp_ratio)
     for size, target, gt in (
         (p, mixed.unet, labeled.mask_unet),
         (sl, mixed.foundation, labeled.mask_foundation),
@@ -386,8 +385,14 @@ def _step(models: Models, cfg: MethodConfig, lam: float = 0.5, progress: float =
         regions=REGIONS,
         lam=lam,
         progress=progress,
-        generator=torch.Generator().manual_seed(0),
+        box_draws=_draws(cfg, unlabeled),
     )
+
+
+def _draws(cfg: MethodConfig, unlabeled: UnlabeledBatch, seed: int = 0):
+    """The step's copy-paste draws, as the trainer makes them."""
+    batch = unlabeled.weak.unet.shape[0]
+    return draw_step_boxes(cfg, batch, torch.Generator().manual_seed(seed), torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------------- the step
@@ -536,6 +541,17 @@ def test_linear_alpha_is_progress() -> None:
     assert out.phi_self is None and out.phi_mutual is not None
 
 
+def test_lambda_and_progress_as_tensors_give_the_float_step() -> None:
+    """The compiled step takes lambda(t) and t / t_max as 0-dim device tensors: same numbers."""
+    cfg = MethodConfig(alpha="linear")
+    floats = _step(_models(), cfg, lam=0.4, progress=0.25)
+    tensors = _step(_models(), cfg, lam=torch.tensor(0.4), progress=torch.tensor(0.25))
+    torch.testing.assert_close(tensors.loss, floats.loss)
+    assert tensors.scalars.keys() == floats.scalars.keys()
+    for key, value in floats.scalars.items():
+        torch.testing.assert_close(tensors.scalars[key], value, msg=key)
+
+
 def test_single_student_uses_its_own_teacher() -> None:
     cfg = MethodConfig(students="unet", consistency="none")
     out = _step(_models("unet"), cfg)
@@ -595,7 +611,7 @@ def test_step_never_reads_back(monkeypatch: pytest.MonkeyPatch) -> None:
             regions=REGIONS,
             lam=0.5,
             progress=0.5,
-            generator=torch.Generator().manual_seed(0),
+            box_draws=_draws(cfg, unlabeled),
         )
         out.loss.backward()
     monkeypatch.undo()
@@ -634,8 +650,7 @@ def test_validate_method_accepts_defaults() -> None:
 def test_step_input_errors() -> None:
     cfg = MethodConfig()
     labeled, unlabeled = _batches()
-    gen = torch.Generator().manual_seed(0)
-    kwargs = dict(cfg=cfg, regions=REGIONS, lam=1.0, progress=0.0, generator=gen)
+    kwargs = dict(cfg=cfg, regions=REGIONS, lam=1.0, progress=0.0, box_draws=_draws(cfg, unlabeled))
     with pytest.raises(ValueError, match="Models.foundation_teacher"):
         synfoc_step(
             dataclasses.replace(_models(), foundation_teacher=None), labeled, unlabeled, **kwargs
@@ -646,6 +661,12 @@ def test_step_input_errors() -> None:
     labeled3, unlabeled3 = _batches(b=3)
     with pytest.raises(ValueError, match="same size"):
         synfoc_step(_models(), labeled3, unlabeled, **kwargs)
+    with pytest.raises(ValueError, match="needs box_draws for the 2 unlabeled samples"):
+        synfoc_step(_models(), labeled, unlabeled, **{**kwargs, "box_draws": None})
+    with pytest.raises(ValueError, match=r"box_draws.*got \(3,\)"):
+        synfoc_step(
+            _models(), labeled, unlabeled, **{**kwargs, "box_draws": _draws(cfg, unlabeled3)}
+        )
     with pytest.raises(ValueError, match="unlabeled.strong.unet"):
         bad = dataclasses.replace(
             unlabeled,

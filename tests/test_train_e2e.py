@@ -223,7 +223,11 @@ def test_unknown_config_key_is_a_one_line_error(capsys) -> None:
 
 @pytest.mark.parametrize(
     ("override", "named"),
-    [("train.compile_mode=fast", "train.compile_mode"), ("model.vit_attention=flash", "flash")],
+    [
+        ("train.compile_mode=fast", "train.compile_mode"),
+        ("train.compile_scope=loss", "train.compile_scope"),
+        ("model.vit_attention=flash", "flash"),
+    ],
 )
 def test_unknown_speed_options_are_one_line_errors(
     data_root: Path, tmp_path: Path, capsys, override: str, named: str

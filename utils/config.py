@@ -89,6 +89,9 @@ class TrainConfig:
     # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune |
     # max-autotune-no-cudagraphs
     compile_mode: str = "default"
+    # What torch.compile captures: networks (each network's forward) | step (the whole
+    # synfoc_step, networks, SMC, copy-paste and losses in one graph)
+    compile_scope: str = "networks"
     out: str | None = None  # run directory; None = runs/<dataset>/<name>
     name: str | None = None  # run name; None = train.py's default_run_name
 
@@ -246,6 +249,7 @@ RESUMABLE_KEYS = (
     "train.deterministic",
     "train.compile",
     "train.compile_mode",
+    "train.compile_scope",
     "train.out",
     "train.name",
 )

@@ -3,6 +3,8 @@ resolution, and the paste itself. Vectorised over the batch, on the device."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -15,29 +17,37 @@ from torch import Tensor
 _CANDIDATES = 512
 
 
-def sample_boxes(
-    batch: int,
-    size: int,
-    *,
-    area: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator,
-    device: torch.device,
+class BoxDraws(NamedTuple):
+    """The uniform draws behind one batch of copy-paste boxes. The caller draws them before the
+    step (:func:`draw_boxes`), so that the step itself holds no random generator: it is then a
+    function of its tensors alone, which ``torch.compile`` can capture in one graph."""
+
+    area: Tensor  # (B,) float64 in [0, 1): each box's area within the area range
+    candidates: Tensor  # (B, _CANDIDATES, 3) float64 in [0, 1): aspect ratio, x0, y0 per candidate
+
+
+def draw_boxes(batch: int, generator: torch.Generator, device: torch.device) -> BoxDraws:
+    """The random numbers of ``batch`` boxes, from ``generator`` (on ``device``)."""
+    kwargs = {"generator": generator, "device": device, "dtype": torch.float64}
+    return BoxDraws(torch.rand(batch, **kwargs), torch.rand((batch, _CANDIDATES, 3), **kwargs))
+
+
+def boxes_from_draws(
+    draws: BoxDraws, size: int, *, area: tuple[float, float], ratio: tuple[float, float]
 ) -> Tensor:
-    """One random box per sample on a size x size grid (the reference's ``obtain_cutmix_box``).
+    """One box per sample on a size x size grid (the reference's ``obtain_cutmix_box``).
 
     As the reference: area ~ U(area) * size^2, drawn once per box; then ratio r ~ U(ratio),
     w = floor(sqrt(area / r)), h = floor(sqrt(area * r)) and a corner x, y ~ randint[0, size) are
-    redrawn until the box fits. The reference redraws in a host loop; we draw 512 candidates per
+    redrawn until the box fits. The reference redraws in a host loop; we take 512 candidates per
     box at once and keep the first that fits, which is the same distribution. Should none fit, the
     first candidate is clamped into the grid instead.
 
     Returns:
         (B, 4) int64 rows (y0, x0, h, w), with 0 <= y0, y0 + h <= size (same for x).
     """
-    kwargs = {"generator": generator, "device": device, "dtype": torch.float64}
-    box_area = (area[0] + (area[1] - area[0]) * torch.rand(batch, **kwargs)) * (size * size)
-    u = torch.rand((batch, _CANDIDATES, 3), **kwargs)
+    box_area = (area[0] + (area[1] - area[0]) * draws.area) * (size * size)
+    u = draws.candidates
     aspect = ratio[0] + (ratio[1] - ratio[0]) * u[..., 0]
     w = (box_area[:, None] / aspect).sqrt().floor()
     h = (box_area[:, None] * aspect).sqrt().floor()
@@ -50,6 +60,19 @@ def sample_boxes(
     h, w = h.clamp(max=size), w.clamp(max=size)
     y0, x0 = torch.minimum(y0, size - h), torch.minimum(x0, size - w)
     return torch.stack([y0, x0, h, w], dim=1).long()
+
+
+def sample_boxes(
+    batch: int,
+    size: int,
+    *,
+    area: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    device: torch.device,
+) -> Tensor:
+    """:func:`draw_boxes` then :func:`boxes_from_draws`: (B, 4) int64 boxes (y0, x0, h, w)."""
+    return boxes_from_draws(draw_boxes(batch, generator, device), size, area=area, ratio=ratio)
 
 
 def _nearest_source(size: int, out_size: int, device: torch.device) -> Tensor:
@@ -70,7 +93,7 @@ def box_mask(boxes: Tensor, size: int, out_size: int) -> Tensor:
     pixel is.
 
     Args:
-        boxes: (B, 4) int64 (y0, x0, h, w) from :func:`sample_boxes`.
+        boxes: (B, 4) int64 (y0, x0, h, w) from :func:`boxes_from_draws`.
 
     Returns:
         (B, out_size, out_size) bool.

@@ -90,7 +90,7 @@ def ensemble_alpha(
     phi_self: Tensor | None,
     phi_mutual: Tensor,
     *,
-    progress: float = 0.0,
+    progress: float | Tensor = 0.0,
     constant: float = 0.5,
 ) -> Tensor:
     """Per-sample weight alpha of the U-Net teacher in the ensemble (Eq. 6, Table 8).
@@ -112,8 +112,8 @@ def ensemble_alpha(
         return phi_self
     if strategy == "mutual":
         return phi_mutual
-    if strategy == "linear":
-        return torch.full_like(phi_mutual, min(max(progress, 0.0), 1.0))
+    if strategy == "linear":  # progress a float or a 0-dim tensor (the compiled step's input)
+        return torch.zeros_like(phi_mutual).add(progress).clamp(0.0, 1.0)
     if strategy == "constant":
         return torch.full_like(phi_mutual, constant)
     raise ValueError(f"ensemble_alpha: no per-sample alpha for strategy {strategy!r}")

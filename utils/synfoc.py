@@ -11,8 +11,12 @@ diagnostics belong to the loop, on the returned ``pseudo_labels``.
 Its parts: Self-Mutual Confidence and the pseudo-labels in :mod:`utils.smc`, the copy-paste of
 intermediate samples in :mod:`utils.copy_paste`, the losses in :mod:`utils.losses`. Notation
 (paper -> code): P^MS = foundation-teacher softmax at the logits size Sl; P^UT = U-Net teacher
-softmax at the patch size p; M = ``sample_boxes``/``box_mask``. docs/METHOD.md maps every
+softmax at the patch size p; M = ``boxes_from_draws``/``box_mask``. docs/METHOD.md maps every
 equation and decision to these functions.
+
+The step draws no random numbers itself: the copy-paste boxes come from ``box_draws``, which the
+caller draws with :func:`draw_step_boxes`. It is therefore a function of its inputs alone, which
+``torch.compile`` can capture whole (``train.compile_scope=step``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from utils.config import MethodConfig
-from utils.copy_paste import box_mask, paste, sample_boxes
+from utils.copy_paste import BoxDraws, box_mask, boxes_from_draws, draw_boxes, paste
 from utils.losses import (
     consensus_divergence_losses,
     consistency_mse,
@@ -207,7 +211,12 @@ def _check_models(models: Models, cfg: MethodConfig) -> None:
         )
 
 
-def _check_batches(labeled: LabeledBatch, unlabeled: UnlabeledBatch, cfg: MethodConfig) -> None:
+def _check_batches(
+    labeled: LabeledBatch,
+    unlabeled: UnlabeledBatch,
+    cfg: MethodConfig,
+    box_draws: BoxDraws | None,
+) -> None:
     """Shape checks (host metadata only)."""
     for where, views in (
         ("labeled.images", labeled.images),
@@ -241,6 +250,12 @@ def _check_batches(labeled: LabeledBatch, unlabeled: UnlabeledBatch, cfg: Method
             f"copy-paste pairs labeled sample i with unlabeled sample i: the labeled batch "
             f"({n_lab}) and the unlabeled batch ({n_unl}) must have the same size"
         )
+    if cfg.copy_paste and (box_draws is None or box_draws.area.shape[0] != n_unl):
+        got = None if box_draws is None else tuple(box_draws.area.shape)
+        raise ValueError(
+            f"method.copy_paste needs box_draws for the {n_unl} unlabeled samples "
+            f"(draw_step_boxes); got {got}"
+        )
 
 
 def _check_logits(model: str, logits: Tensor, mask_name: str, mask: Tensor) -> None:
@@ -256,7 +271,7 @@ def _dual_alphas(
     weak: Views,
     cfg: MethodConfig,
     regions: Sequence[Sequence[int]],
-    progress: float,
+    progress: float | Tensor,
     prob_ms: Tensor,
     out: _Teaching,
 ) -> tuple[Tensor | float, Tensor | float]:
@@ -281,7 +296,7 @@ def _teach(
     weak: Views,
     cfg: MethodConfig,
     regions: Sequence[Sequence[int]],
-    progress: float,
+    progress: float | Tensor,
 ) -> _Teaching:
     """Teachers, SMC, ensemble and confidence masks (steps 1-3 of the iteration)."""
     train_u, train_f = _trains(cfg)
@@ -323,7 +338,7 @@ def _mix(
     unlabeled: UnlabeledBatch,
     teach: _Teaching,
     cfg: MethodConfig,
-    generator: torch.Generator,
+    box_draws: BoxDraws,
 ) -> _Mixed:
     """Copy-paste (step 4): a weak labeled box into the strong unlabeled images and targets."""
     strong = unlabeled.strong
@@ -336,10 +351,8 @@ def _mix(
         )
     if not cfg.copy_paste:
         return _Mixed(strong, teach.unet, teach.foundation, teach.weight_p)
-    b, p = strong.unet.shape[0], strong.unet.shape[-1]
-    boxes = sample_boxes(
-        b, p, area=cfg.cp_area, ratio=cfg.cp_ratio, generator=generator, device=strong.unet.device
-    )
+    p = strong.unet.shape[-1]
+    boxes = boxes_from_draws(box_draws, p, area=cfg.cp_area, ratio=cfg.cp_ratio)
     box_p = box_mask(boxes, p, p)
     images = Views(foundation=None, unet=paste(strong.unet, labeled.images.unet, box_p))
     target_u = target_f = None
@@ -392,7 +405,7 @@ def _student_terms(
     return terms
 
 
-def _combine(terms: dict[str, Tensor], lam: float) -> Tensor:
+def _combine(terms: dict[str, Tensor], lam: float | Tensor) -> Tensor:
     """total = sum of supervised terms + lam * sum of the others (paper Eq. 2 with Eq. 7-10)."""
     supervised = [v for k, v in terms.items() if k.startswith("sup/")]
     others = [v for k, v in terms.items() if not k.startswith("sup/")]
@@ -402,6 +415,17 @@ def _combine(terms: dict[str, Tensor], lam: float) -> Tensor:
     return loss
 
 
+def draw_step_boxes(
+    cfg: MethodConfig, batch: int, generator: torch.Generator, device: torch.device
+) -> BoxDraws | None:
+    """The random numbers one :func:`synfoc_step` needs: the copy-paste boxes of its ``batch``
+    unlabeled samples, or None when ``cfg`` pastes nothing. The trainer draws them from its
+    generator right after the batches' augmentation."""
+    if cfg.supervised_only or not cfg.copy_paste:
+        return None
+    return draw_boxes(batch, generator, device)
+
+
 def synfoc_step(
     models: Models,
     labeled: LabeledBatch,
@@ -409,9 +433,9 @@ def synfoc_step(
     *,
     cfg: MethodConfig,
     regions: Sequence[Sequence[int]],
-    lam: float,
-    progress: float,
-    generator: torch.Generator,
+    lam: float | Tensor,
+    progress: float | Tensor,
+    box_draws: BoxDraws | None = None,
 ) -> StepOutput:
     """One SynFoC iteration up to the loss (no backward, no optimizer, no EMA).
 
@@ -429,9 +453,11 @@ def synfoc_step(
             ``cfg.copy_paste``.
         cfg: the method switches.
         regions: class indices of each SMC region, ``[c for _, c in spec.eval_regions]``.
-        lam: lambda(t) from :func:`utils.schedules.consistency_ramp`.
-        progress: t / t_max in [0, 1] (alpha strategy ``linear``).
-        generator: on the images' device; drives the copy-paste boxes.
+        lam: lambda(t) from :func:`utils.schedules.consistency_ramp`: a float, or a 0-dim
+            tensor on the device (a compiled step then takes it as an input, not a constant).
+        progress: t / t_max in [0, 1] (alpha strategy ``linear``), float or 0-dim tensor.
+        box_draws: the copy-paste boxes' random numbers, from :func:`draw_step_boxes`; needed
+            when ``cfg.copy_paste`` (and not ``cfg.supervised_only``).
 
     Returns:
         :class:`StepOutput`; scalar keys are :func:`expected_scalar_keys` (cfg).
@@ -443,9 +469,9 @@ def synfoc_step(
     if cfg.supervised_only:
         terms = _student_terms(models, labeled, None, cfg)
         return _output(_combine(terms, lam), terms, lam)
-    _check_batches(labeled, unlabeled, cfg)
+    _check_batches(labeled, unlabeled, cfg, box_draws)
     teach = _teach(models, unlabeled.weak, cfg, regions, progress)
-    mixed = _mix(labeled, unlabeled, teach, cfg, generator)
+    mixed = _mix(labeled, unlabeled, teach, cfg, box_draws)
     terms = _student_terms(models, labeled, mixed, cfg)
     extra = {
         "pseudo/confident_ratio": teach.weight_p.mean(),
@@ -464,9 +490,11 @@ def synfoc_step(
     return out
 
 
-def _output(loss: Tensor, scalars: dict[str, Tensor], lam: float) -> StepOutput:
+def _output(loss: Tensor, scalars: dict[str, Tensor], lam: float | Tensor) -> StepOutput:
     detached = {k: v.detach() for k, v in scalars.items()}
-    # torch.full launches a fill kernel: no host-to-device copy.
-    detached["lambda"] = torch.full((), float(lam), device=loss.device)
+    if isinstance(lam, Tensor):
+        detached["lambda"] = lam.detach().float()
+    else:  # torch.full launches a fill kernel: no host-to-device copy
+        detached["lambda"] = torch.full((), float(lam), device=loss.device)
     detached["total"] = loss.detach()
     return StepOutput(loss=loss, scalars=detached)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,7 +43,7 @@ from utils.build import (
     select_device,
 )
 from utils.checkpoint import load_checkpoint, load_model_states, save_checkpoint
-from utils.config import Config, ConfigError, config_to_dict
+from utils.config import Config, ConfigError, TrainConfig, config_to_dict
 from utils.ema import ema_update
 from utils.evaluation import evaluate, format_table, to_json_ready
 from utils.logging import prediction_grid
@@ -54,6 +55,7 @@ from utils.synfoc import (
     StepOutput,
     UnlabeledBatch,
     Views,
+    draw_step_boxes,
     synfoc_step,
     validate_method,
 )
@@ -63,8 +65,9 @@ logger = logging.getLogger(__name__)
 # Meter entry of the ensemble's per-domain pooled-Dice sums; _log turns it into Dice scalars.
 DOMAIN_DICE_TERMS = "diag/pseudo_dice_terms"
 
-# torch.compile modes accepted as train.compile_mode.
+# torch.compile modes accepted as train.compile_mode, and what train.compile_scope may capture.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_SCOPES = ("networks", "step")
 
 
 class ScalarMeter:
@@ -76,9 +79,14 @@ class ScalarMeter:
         self._count = 0
 
     def add(self, scalars: dict[str, torch.Tensor]) -> None:
+        """Add one step's values. The sums never alias them: a compiled step with CUDA graphs
+        writes the next step's outputs into the same memory."""
         for name, value in scalars.items():
             value = value.detach().float()
-            self._sums[name] = self._sums[name] + value if name in self._sums else value
+            if name in self._sums:
+                self._sums[name] = self._sums[name] + value
+            else:
+                self._sums[name] = value.clone()
         self._count += 1
 
     def read(self) -> dict[str, float | list[float]]:
@@ -185,20 +193,19 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.spec = get_spec(config.data.dataset)
         validate_method(config.method)
-        if config.train.compile_mode not in COMPILE_MODES:
-            raise ConfigError(
-                f"train.compile_mode: unknown {config.train.compile_mode!r}; "
-                f"expected one of {list(COMPILE_MODES)}"
-            )
+        for key, value, choices in (
+            ("compile_mode", config.train.compile_mode, COMPILE_MODES),
+            ("compile_scope", config.train.compile_scope, COMPILE_SCOPES),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    f"train.{key}: unknown {value!r}; expected one of {list(choices)}"
+                )
         self.device = select_device(config.train.device)
         configure_backend(self.device, config.train.deterministic)
         seed_everything(config.train.seed)
         self.models = build_models(config, self.spec, self.device)
-        self.step_models = (
-            self._compiled(self.models, config.train.compile_mode)
-            if config.train.compile
-            else self.models
-        )
+        self.step_models, self.step_fn = self._compiled_step(config.train, self.models)
         self.sizes = run_sizes(config, self.spec, self.models)
         self.data = build_data(config, self.spec, self.sizes, progress=progress)
         self.labeled = self.data.labeled.samples
@@ -233,6 +240,17 @@ class Trainer:
             samples.images = samples.images.to(self.device)
             samples.masks = samples.masks.to(self.device)
             samples.domains = samples.domains.to(self.device)
+
+    @classmethod
+    def _compiled_step(cls, train: TrainConfig, models: Models) -> tuple[Models, Callable]:
+        """The networks and the step function that :meth:`forward` calls: the originals, each
+        network compiled (``train.compile_scope=networks``), or the whole step compiled with the
+        original networks inside it (``step``)."""
+        if not train.compile:
+            return models, synfoc_step
+        if train.compile_scope == "networks":
+            return cls._compiled(models, train.compile_mode), synfoc_step
+        return models, torch.compile(synfoc_step, dynamic=False, mode=train.compile_mode)
 
     @staticmethod
     def _compiled(models: Models, mode: str) -> Models:
@@ -336,20 +354,27 @@ class Trainer:
             self.step, self.max_iterations, method.ramp, method.consistency_weight
         )
         self._set_learning_rates()
-        if self.step_models is not self.models:
+        progress = self.step / self.max_iterations
+        if self.config.train.compile:
             # A new step: CUDA graphs (compile_mode reduce-overhead) may now reuse the memory of
             # the previous step's outputs; without CUDA graphs this only marks the step.
             torch.compiler.cudagraph_mark_step_begin()
+        if self.step_fn is not synfoc_step:
+            # Inputs of the compiled step, not constants baked into (or recompiling) its graph.
+            lam, progress = (torch.full((), v, device=self.device) for v in (lam, progress))
+        box_draws = draw_step_boxes(
+            method, unlabeled.weak.unet.shape[0], self.generator, self.device
+        )
         with self._autocast():
-            return synfoc_step(
+            return self.step_fn(
                 self.step_models,
                 labeled,
                 unlabeled,
                 cfg=method,
                 regions=self.regions,
                 lam=lam,
-                progress=self.step / self.max_iterations,
-                generator=self.generator,
+                progress=progress,
+                box_draws=box_draws,
             )
 
     def backward(self, loss: torch.Tensor) -> None:
