@@ -348,7 +348,8 @@ class Trainer:
         return out, truth
 
     def forward(self, labeled: LabeledBatch, unlabeled: UnlabeledBatch) -> StepOutput:
-        """Learning rates for this step, then ``synfoc_step`` under autocast."""
+        """Learning rates for this step, the copy-paste draws, then the step (``synfoc_step``,
+        compiled or not) under autocast."""
         method = self.config.method
         lam = consistency_ramp(
             self.step, self.max_iterations, method.ramp, method.consistency_weight
