@@ -26,6 +26,16 @@ TINY_OVERRIDES = [
 ]
 
 
+def graphed_compile(scope: str) -> tuple[str, ...]:
+    """Config overrides of a run compiled as the prostate config trains (CUDA graphs), capturing
+    ``scope`` (``train.compile_scope``: networks | step)."""
+    return (
+        "train.compile=true",
+        "train.compile_mode=reduce-overhead",
+        f"train.compile_scope={scope}",
+    )
+
+
 def make_trainer(data_root: Path, run_dir: Path, *overrides: str, device: str = "cpu") -> Trainer:
     """A ``Trainer`` of the tiny demo config on the synthetic data at ``data_root``, writing to
     ``run_dir``, with its models in training modes (as ``fit`` sets them)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_trainer
+from helpers import graphed_compile, make_trainer
 from torch._dynamo.utils import counters
 
 from dataloaders.synthetic import generate_synthetic
@@ -45,17 +45,7 @@ def test_compiled_training_equals_eager_without_graph_breaks(
     torch._dynamo.reset()
     counters.clear()
     runs = {}
-    for name, overrides in (
-        ("eager", ()),
-        (
-            "compiled",
-            (
-                "train.compile=true",
-                "train.compile_mode=reduce-overhead",
-                f"train.compile_scope={scope}",
-            ),
-        ),
-    ):
+    for name, overrides in (("eager", ()), ("compiled", graphed_compile(scope))):
         trainer = make_trainer(data_root, tmp_path / name, *overrides)
         losses = [float(trainer.iterate().loss.detach()) for _ in range(3)]
         runs[name] = trainer, losses

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_trainer
+from helpers import graphed_compile, make_trainer
 from segment_anything.modeling.image_encoder import Attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -124,17 +124,7 @@ def test_compiled_step_with_cuda_graphs_tracks_eager_and_never_synchronises(
         tmp_path_factory.mktemp("synthetic"), seed=2, train_per_domain=8, test_per_domain=2, size=64
     )
     losses = {}
-    for name, overrides in (
-        ("eager", ()),
-        (
-            "compiled",
-            (
-                "train.compile=true",
-                "train.compile_mode=reduce-overhead",
-                f"train.compile_scope={scope}",
-            ),
-        ),
-    ):
+    for name, overrides in (("eager", ()), ("compiled", graphed_compile(scope))):
         trainer = make_trainer(root, tmp_path_factory.mktemp(name), *overrides, device="cuda")
         run = [trainer.iterate().loss.detach().clone() for _ in range(2)]
         torch.cuda.synchronize()
