@@ -142,15 +142,14 @@ def check_config(config: Config) -> None:
 
 
 def warn_schedule_change(saved: Config, config: Config) -> None:
-    """A resumed run with a new length stretches lambda(t) and the lr schedules from here on."""
+    """Say that a resumed run changes length; its schedules keep their own horizons."""
     old, new = saved.train.max_iterations, config.train.max_iterations
     if old != new:
-        logger.warning(
-            "train.max_iterations %s -> %s: lambda(t) and the lr schedules follow the new "
-            "length from the resumed step on; the run is not the same as one trained for %s "
-            "iterations from the start",
+        logger.info(
+            "train.max_iterations %s -> %s: lambda(t) and the lr schedules keep their horizons "
+            "(method.ramp_iterations, optim.foundation_schedule_iterations): extending the "
+            "run does not change them",
             old,
-            new,
             new,
         )
 

@@ -81,10 +81,12 @@ def _float32(fn: Callable[Concatenate[Tensor, _P], _R]) -> Callable[Concatenate[
 class AugmentParams:
     """Probabilities and ranges of the weak and strong augmentation (reference defaults).
 
-    Elastic ``alpha`` and ``sigma`` are fractions of the image side S: the reference uses
-    alpha = 2 S and sigma = 0.08 S pixels at S = 512. ``blur_sigma`` is in pixels of the
-    reference's 512 canvas and is scaled by S / 512, as the kernel (a fraction of S) is, so a
-    smaller canvas gets the same blur relative to the image.
+    Elastic ``alpha`` and ``sigma`` are fractions of the image side as the reference sets them on
+    its 512 canvas (alpha = 2 * 512, sigma = 0.08 * 512 pixels); the field is scaled so that any
+    canvas S gets the reference's deformation relative to the image (see
+    :func:`elastic_displacement`). ``blur_sigma`` is in pixels of the reference's 512 canvas and
+    is scaled by S / 512, as the kernel (a fraction of S) is, so a smaller canvas gets the same
+    blur relative to the image.
     """
 
     p_scale_crop: float = 0.5
@@ -260,19 +262,28 @@ def elastic_displacement(
     sigma: float,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """Elastic displacement field in pixels, as the reference's, for a (size x size) canvas.
+    """Elastic displacement field in pixels for a (size x size) canvas: the reference's field at
+    512, scaled to the canvas.
 
-    The reference filters U(-1, 1) noise with a Gaussian of sigma = ``sigma * size`` pixels
-    (zero padding) and multiplies by ``alpha * size``. That sigma is ~41 px at 512, so the field
-    is very smooth: the noise is drawn on an n x n grid where sigma spans 4 cells, filtered there
-    with the proportionally smaller sigma, scaled by n / size (filtered white noise has a std
-    proportional to 1 / sigma) and upsampled bilinearly. When ``size`` is no larger than that
-    grid, the field is computed directly at full resolution. ``tests/test_transforms.py`` checks
-    its std against the direct computation.
+    The reference filters U(-1, 1) noise with a Gaussian of sigma * 512 pixels (zero padding) and
+    multiplies by alpha * 512. Filtered white noise has a std proportional to 1 / sigma, so that
+    field is ~0.163 * alpha / sigma pixels (~4 px) whatever the canvas: on a 256 canvas the same
+    formula would give twice the reference's displacement and strain relative to the image. So
+    the field is computed in units of the canvas (sigma * size, alpha * size) and then scaled by
+    size / 512: the displacement is the same fraction of the image side and the strain (its
+    gradient, displacement / correlation length) is the same at every canvas size.
+
+    The smoothing sigma is ~41 px at 512, so the field is very smooth: the noise is drawn on an
+    n x n grid where sigma spans 4 cells (the same grid at every canvas larger than it, so a seed
+    gives the same field relative to the image at 256 and 512), filtered there with the
+    proportionally smaller sigma, scaled by n / size and upsampled bilinearly. When ``size`` is
+    no larger than that grid, the field is computed directly at full resolution.
+    ``tests/test_transforms.py`` checks its std against the direct computation and its relative
+    statistics across canvases.
 
     Returns:
-        (batch, size, size, 2) float32 (dx, dy) in pixels; std ~ 0.163 * alpha / sigma pixels
-        away from the border (about 4 px for the reference's values).
+        (batch, size, size, 2) float32 (dx, dy) in pixels; std ~ 0.163 * alpha / sigma *
+        size / 512 pixels away from the border (about 4 px at 512, 2 px at 256).
     """
     n = min(size, max(8, round(_ELASTIC_CELLS_PER_SIGMA / sigma)))
     sigma_cells = sigma * n
@@ -283,7 +294,7 @@ def elastic_displacement(
         field = _separable_conv(noise, kernel, reflect=False) * (n / size)
         if n != size:
             field = F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False)
-    return (field * (alpha * size)).permute(0, 2, 3, 1).contiguous()
+    return (field * (alpha * size * size / REFERENCE_CANVAS)).permute(0, 2, 3, 1).contiguous()
 
 
 @_float32

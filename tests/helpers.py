@@ -36,14 +36,21 @@ def graphed_compile(scope: str) -> tuple[str, ...]:
     )
 
 
-def make_trainer(data_root: Path, run_dir: Path, *overrides: str, device: str = "cpu") -> Trainer:
-    """A ``Trainer`` of the tiny demo config on the synthetic data at ``data_root``, writing to
-    ``run_dir``, with its models in training modes (as ``fit`` sets them)."""
+def make_trainer(
+    data_root: Path,
+    run_dir: Path,
+    *overrides: str,
+    device: str = "cpu",
+    config_file: str = "configs/demo.yaml",
+) -> Trainer:
+    """A ``Trainer`` of ``config_file`` (the demo's: synthetic data) made tiny, on the data at
+    ``data_root``, writing to ``run_dir``, with its models in training modes (as ``fit`` sets
+    them)."""
     from utils.config import load_config
     from utils.trainer import Trainer
 
     config = load_config(
-        "configs/demo.yaml",
+        config_file,
         [*TINY_OVERRIDES, f"train.device={device}", f"data.root={data_root}", *overrides],
     )
     trainer = Trainer(config, run_dir, progress=False)

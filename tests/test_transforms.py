@@ -250,8 +250,9 @@ def test_scale_crop_zooms_inside_the_image():
 
 
 def test_elastic_matches_direct_gaussian_filter_statistics():
-    # Reference: scipy gaussian_filter of U(-1, 1) noise, sigma 0.08 S, times 2 S (S = 128 is
-    # cheap enough to compute directly).
+    # Reference at 512: scipy gaussian_filter of U(-1, 1) noise, sigma 0.08 * 512, times 2 * 512.
+    # The same relative field on an S canvas is that formula with S for 512, scaled by S / 512
+    # (S = 128 is cheap enough to compute directly).
     size, batch = 128, 32
     rng = np.random.RandomState(0)
     direct = np.stack(
@@ -259,6 +260,7 @@ def test_elastic_matches_direct_gaussian_filter_statistics():
             ndimage.gaussian_filter(rng.uniform(-1, 1, (size, size)), 0.08 * size, mode="constant")
             * 2
             * size
+            * (size / 512)
             for _ in range(batch)
         ]
     )
@@ -268,9 +270,32 @@ def test_elastic_matches_direct_gaussian_filter_statistics():
     smooth_ours = (field[:, 1:] - field[:, :-1]).std().item()
     smooth_direct = np.diff(direct, axis=1).std()
     assert abs(smooth_ours / smooth_direct - 1) < 0.2
-    # Continuum formula for the interior: std = alpha / sigma / sqrt(12 pi).
-    interior = field[:, 32:-32, 32:-32].std().item()
+    # Continuum formula for the interior: std = alpha / sigma / sqrt(12 pi) pixels at 512.
+    interior = field[:, 32:-32, 32:-32].std().item() * 512 / size
     assert abs(interior / (2.0 / 0.08 / math.sqrt(12 * math.pi)) - 1) < 0.2
+
+
+def _relative_field_stats(size: int, seed: int) -> tuple[float, float]:
+    """(std of the displacement / canvas side, std of its gradient = strain), interior only."""
+    field = elastic_displacement(16, size, gen(seed), alpha=2.0, sigma=0.08)
+    inner = field[:, size // 4 : -size // 4, size // 4 : -size // 4]
+    strain = inner[:, 1:] - inner[:, :-1]  # pixels of displacement per pixel
+    return (inner / size).std().item(), strain.std().item()
+
+
+def test_elastic_is_the_same_relative_deformation_at_256_and_512():
+    # The reference deforms its 512 canvas; a 256 canvas must get the same deformation relative
+    # to the image (displacement as a fraction of the side, and strain), not the same pixels.
+    (disp_256, strain_256), (disp_512, strain_512) = (
+        _relative_field_stats(s, seed=3) for s in (256, 512)
+    )
+    assert disp_256 == pytest.approx(disp_512, rel=0.02)
+    assert strain_256 == pytest.approx(strain_512, rel=0.05)
+    # At 512 it is the reference's field: ~4 px std (alpha / sigma / sqrt(12 pi)).
+    assert disp_512 * 512 == pytest.approx(2.0 / 0.08 / math.sqrt(12 * math.pi), rel=0.25)
+    # In pixels the 256 field is half the 512 one (the unscaled formula, alpha * S pixels, gave
+    # ~4 px at every size: twice the reference's relative deformation at 256).
+    assert disp_256 * 256 == pytest.approx(disp_512 * 512 / 2, rel=0.02)
 
 
 def test_elastic_only_deforms_smoothly():
@@ -281,7 +306,8 @@ def test_elastic_only_deforms_smoothly():
         images, torch.zeros(4, size, size, dtype=torch.long), gen(6), only(p_elastic=1)
     )
     shift_px = ((out[:, 0] - images[:, 0]) / 0.4 * size / 2)[:, 16:-16, 16:-16]
-    assert 1.0 < shift_px.std() < 8.0  # a few pixels, as the reference at any size
+    # A few pixels on the reference's 512 canvas, the same fraction of this 64-px one.
+    assert 1.0 < shift_px.std() * 512 / size < 8.0
 
 
 def test_autocast_does_not_change_the_result():

@@ -57,8 +57,12 @@ class MethodConfig:
     copy_paste: bool = True  # paste a labeled box into the strong unlabeled image
     cp_area: tuple[float, float] = (0.02, 0.4)  # box area as a fraction of the image
     cp_ratio: tuple[float, float] = (0.3, 1 / 0.3)  # box aspect-ratio range
-    ramp: str = "gaussian"  # gaussian | linear | none: lambda(t) over the run
-    consistency_weight: float = 1.0  # lambda at the end of the ramp
+    ramp: str = "gaussian"  # gaussian | linear | none: lambda(t)
+    # Iterations over which lambda(t) (and the "linear" alpha) ramps; None = the paper's run
+    # length for the dataset (spec), whatever train.max_iterations is.
+    ramp_iterations: int | None = None
+    ramp_stairs: int = 200  # 0 = continuous; N = the reference's N-step staircase (200)
+    consistency_weight: float = 1.0  # lambda at the end of the ramp (never exceeded)
     teacher_bn: str = "batch"  # batch: teachers use batch stats (reference); running: eval
 
 
@@ -69,6 +73,8 @@ class OptimConfig:
     foundation_betas: tuple[float, float] = (0.9, 0.999)
     foundation_warmup: int = 0  # linear warm-up iterations (0 = none, as the reference)
     foundation_schedule: str = "constant"  # constant | poly
+    # Iterations over which "poly" decays to 0; None = the paper's run length for the dataset.
+    foundation_schedule_iterations: int | None = None
     unet_lr: float = 0.03  # SGD lr
     unet_momentum: float = 0.9
     unet_weight_decay: float = 1e-4

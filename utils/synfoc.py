@@ -143,6 +143,13 @@ def validate_method(cfg: MethodConfig) -> None:
         raise ValueError(f"method.cp_ratio must satisfy 0 < low <= high, got {cfg.cp_ratio}")
     if not cfg.consistency_weight >= 0.0:
         raise ValueError(f"method.consistency_weight must be >= 0, got {cfg.consistency_weight}")
+    if cfg.ramp_iterations is not None and cfg.ramp_iterations <= 0:
+        raise ValueError(
+            f"method.ramp_iterations must be > 0 (or null for the paper's length), "
+            f"got {cfg.ramp_iterations}"
+        )
+    if cfg.ramp_stairs < 0:
+        raise ValueError(f"method.ramp_stairs must be >= 0 (0 = continuous), got {cfg.ramp_stairs}")
 
 
 def _trains(cfg: MethodConfig) -> tuple[bool, bool]:

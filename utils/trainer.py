@@ -48,7 +48,7 @@ from utils.ema import ema_update
 from utils.evaluation import evaluate, format_table, to_json_ready
 from utils.logging import prediction_grid
 from utils.metrics import region_masks
-from utils.schedules import consistency_ramp, foundation_lr
+from utils.schedules import consistency_ramp, foundation_lr, ramp_phase
 from utils.synfoc import (
     LabeledBatch,
     Models,
@@ -215,6 +215,9 @@ class Trainer:
         self.eval_sets = self.data.val or self.data.test
         self._move_train_data()
         self.max_iterations = config.train.max_iterations or self.spec.max_iterations
+        # Schedules span the paper's length (or an explicit horizon), not this run's length.
+        self.ramp_iterations = config.method.ramp_iterations or self.spec.max_iterations
+        self.lr_iterations = config.optim.foundation_schedule_iterations or self.spec.max_iterations
         self.regions = [classes for _, classes in self.spec.eval_regions]
         self.augment = AugmentParams.from_spec(self.spec)
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
@@ -320,7 +323,7 @@ class Trainer:
         lr = foundation_lr(
             self.step,
             optim.foundation_lr,
-            self.max_iterations,
+            self.lr_iterations,
             optim.foundation_warmup,
             optim.foundation_schedule,
         )
@@ -352,10 +355,11 @@ class Trainer:
         compiled or not) under autocast."""
         method = self.config.method
         lam = consistency_ramp(
-            self.step, self.max_iterations, method.ramp, method.consistency_weight
-        )
+            self.step, self.ramp_iterations, method.ramp, method.consistency_weight,
+            method.ramp_stairs,
+        )  # fmt: skip
         self._set_learning_rates()
-        progress = self.step / self.max_iterations
+        progress = ramp_phase(self.step, self.ramp_iterations)  # the "linear" alpha strategy
         if self.config.train.compile:
             # A new step: CUDA graphs (compile_mode reduce-overhead) may now reuse the memory of
             # the previous step's outputs; without CUDA graphs this only marks the step.
