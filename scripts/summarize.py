@@ -3,6 +3,7 @@
     python scripts/summarize.py runs/busi/*                       # one row per run and model
     python scripts/summarize.py runs/prostate/* --by_labeled_domain   # Tables 3-5 layout
     python scripts/summarize.py runs/busi/* --out docs/busi_table  # writes .md and .csv
+    python scripts/summarize.py runs/busi_study/*/*/* --paired    # method - SupOnly, per seed
 
 Each run contributes its ``test_<checkpoint>.json`` (from ``python test.py --run DIR``) when it
 exists, otherwise its latest ``eval/<step>.json`` (marked in the source column when that holds
@@ -37,6 +38,16 @@ when there is nothing to tell apart. Two runs with the same experiment and the s
 error that names both (pass only one of them). The CSV holds the same rows with three columns per
 labeled domain: ``labeled <domain>`` (mean), ``labeled <domain> std`` (``-`` when n < 2) and
 ``labeled <domain> n``; its average column holds the mean only.
+
+With ``--paired``: paired differences against the SupOnly baseline. Every other run is matched
+with the SupOnly run of the same seeds, labeled domain and settings outside the ``method``
+section (iterations, labels, models, data); each model of the pair gives one row with the
+difference in Dice per test domain and in mean Dice (method minus SupOnly, in points), followed
+per group (method, model, labeled domain, setting) by a row with the mean ± sample std of the
+differences over seeds and how many were above zero. A run without its SupOnly partner is
+skipped with a warning. The "source" column says which result file each number comes from
+(``--checkpoint last``: no model selection; ``best`` is meaningful only for runs that select on
+a validation split, ``data.val_fraction`` > 0).
 """
 
 from __future__ import annotations
@@ -310,6 +321,105 @@ def by_labeled_domain_rows(runs: list[Run]) -> tuple[Table, Table]:
     return (md_header, md_rows), ([*csv_header, "average"], csv_rows)
 
 
+BASELINE = "SupOnly"
+
+
+def context_key(config: dict[str, Any]) -> Key:
+    """The experiment key less the ``method`` section: what a method and its SupOnly baseline
+    must share to be compared (data, labels, models, iterations, optimisers)."""
+    return tuple((k, v) for k, v in experiment_key(config) if not k.startswith("method."))
+
+
+def _pair_index(runs: list[Run]) -> dict[tuple[Key, str, tuple[Any, ...]], Run]:
+    """SupOnly runs by (context, labeled domain, seeds).
+
+    Raises:
+        SummaryError: two SupOnly runs for the same slot.
+    """
+    index: dict[tuple[Key, str, tuple[Any, ...]], Run] = {}
+    for run in runs:
+        if method_label(run.config) != BASELINE:
+            continue
+        slot = (context_key(run.config), labeled_domain(run), seeds(run.config))
+        if slot in index:
+            raise SummaryError(
+                f"{index[slot].path} and {run.path} are both the {BASELINE} run of the same "
+                "setting and seeds; pass only one of them"
+            )
+        index[slot] = run
+    return index
+
+
+def _mean_dice(result: dict[str, Any], domain: str | None = None) -> float | None:
+    if domain is None:
+        return result["mean"]["mean"]["dice"]
+    return result["domains"].get(domain, {}).get("mean", {}).get("dice")
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+# (method, model, labeled, setting key) -> per-seed mean-Dice differences.
+PairGroups = dict[tuple[str, str, str, Key], list[float]]
+
+
+def _pair_rows(runs: list[Run], domains: list[str]) -> tuple[list[list[str]], PairGroups]:
+    """One row per (run, model) with its SupOnly partner, and the differences per group."""
+    index = _pair_index(runs)
+    rows: list[list[str]] = []
+    groups: PairGroups = defaultdict(list)
+    for run in runs:
+        method = method_label(run.config)
+        if method == BASELINE:
+            continue
+        labeled = labeled_domain(run)
+        base = index.get((context_key(run.config), labeled, seeds(run.config)))
+        if base is None:
+            print(f"warning: skipped {run.path}: no {BASELINE} run with its seeds and setting",
+                  file=sys.stderr)  # fmt: skip
+            continue
+        for model, result in run.results.items():
+            if model not in base.results:
+                continue
+            partner = base.results[model]
+            per_domain = [
+                _difference(_mean_dice(result, d), _mean_dice(partner, d)) for d in domains
+            ]
+            delta = _mean_dice(result) - _mean_dice(partner)
+            model_name = model_label(model, run.config)
+            groups[(method, model_name, labeled, experiment_key(run.config))].append(delta)
+            seed = "/".join(str(s) for s in seeds(run.config) if s is not None)
+            rows.append(
+                [method, model_name, f"{labeled} n={run.config['data']['lb_num']}", seed,
+                 _fmt(_mean_dice(result), 100), _fmt(_mean_dice(partner), 100),
+                 *[_fmt(v, 100) for v in per_domain], _fmt(delta, 100),
+                 f"{run.path.name}/{run.source} - {base.path.name}/{base.source}"]
+            )  # fmt: skip
+    return rows, groups
+
+
+def paired_rows(runs: list[Run]) -> Table:
+    """Paired differences against SupOnly (see the module docstring), pairs then group means."""
+    domains = result_domains(runs)
+    rows, groups = _pair_rows(runs, domains)
+    if not rows:
+        raise SummaryError(f"no run could be paired with a {BASELINE} run of the same seeds")
+    header = ["method", "model", "labeled", "seed", "Dice", f"{BASELINE} Dice"]
+    header += [f"Δ {d}" for d in domains] + ["Δ mean Dice", "source"]
+    settings = setting_labels([(m, model, key) for m, model, _, key in groups])
+    for (method, model, labeled, key), deltas in groups.items():
+        std = f" ± {_fmt(statistics.stdev(deltas), 100)}" if len(deltas) > 1 else ""
+        wins = sum(d > 0 for d in deltas)
+        setting = settings[(method, model, key)]
+        rows.append(
+            [f"**{method}**" + (f" ({setting})" if setting else ""), model, labeled,
+             f"mean of {len(deltas)}", "", "", *[""] * len(domains),
+             f"**{_fmt(statistics.fmean(deltas), 100)}{std}**", f"{wins}/{len(deltas)} above 0"]
+        )  # fmt: skip
+    return header, rows
+
+
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -323,7 +433,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders")
     parser.add_argument("--checkpoint", default="last", help="which test_<checkpoint>.json to read")
-    parser.add_argument("--by_labeled_domain", action="store_true", help="paper Tables 3-5 layout")
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--by_labeled_domain", action="store_true", help="paper Tables 3-5 layout")
+    layout.add_argument("--paired", action="store_true", help="differences against SupOnly")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv")
     return parser.parse_args(argv)
 
@@ -335,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = collect_runs(args.runs, args.checkpoint)
         if args.by_labeled_domain:
             md_table, csv_table = by_labeled_domain_rows(runs)
+        elif args.paired:
+            md_table = csv_table = paired_rows(runs)
         else:
             md_table = csv_table = per_run_rows(runs)
     except SummaryError as error:

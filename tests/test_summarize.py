@@ -201,3 +201,48 @@ def test_labeled_domain_forms_share_one_column(tmp_path: Path, capsys, value: st
     lines, _ = summarize_ok(capsys, *runs, "--by_labeled_domain")
     assert lines[0] == "| method | model | labeled benign | average |"
     assert lines[2] == "| SynFoC | U-Net | 70.00 ± 14.14 (n=2) | 70.00 |"
+
+
+SUPONLY = {"supervised_only": True, "consistency": "none"}
+
+
+def test_paired_differences_per_seed_and_their_mean(tmp_path: Path, capsys) -> None:
+    # SynFoC - SupOnly per seed: U-Net +10, -5, +20 points (mean +8.33, std 12.58), foundation
+    # the same (fake_run gives it dice + 0.1 in both runs).
+    for seed, base, ours in ((1, 0.40, 0.50), (2, 0.50, 0.45), (3, 0.30, 0.50)):
+        fake_run(tmp_path, f"suponly{seed}", base, seed=seed, method=SUPONLY)
+        fake_run(tmp_path, f"synfoc{seed}", ours, seed=seed)
+    lines, _ = summarize_ok(capsys, *sorted(tmp_path.iterdir()), "--paired", "--out", tmp_path / "p")
+    rows = read_csv(tmp_path / "p.csv")
+    unet = [r for r in rows if r["model"] == "U-Net"]
+    assert [r["Δ mean Dice"] for r in unet[:3]] == ["10.00", "-5.00", "20.00"]
+    assert [r["Δ benign"] for r in unet[:3]] == ["10.00", "-5.00", "20.00"]
+    assert unet[0]["Dice"] == "50.00" and unet[0]["SupOnly Dice"] == "40.00"
+    assert unet[0]["source"] == "synfoc1/test_last.json - suponly1/test_last.json"
+    summary = [r for r in rows if r["seed"] == "mean of 3"]
+    assert len(summary) == 2  # U-Net and litemedsam
+    assert all(r["Δ mean Dice"] == "**8.33 ± 12.58**" for r in summary)
+    assert all(r["source"] == "2/3 above 0" for r in summary)
+
+
+def test_paired_keeps_settings_apart_and_skips_unpaired_runs(tmp_path: Path, capsys) -> None:
+    # Two SynFoC schedules share one SupOnly baseline (method keys do not enter the pairing);
+    # a run with other labels has no partner and is skipped with a warning.
+    fake_run(tmp_path, "suponly", 0.40, method=SUPONLY)
+    fake_run(tmp_path, "faithful", 0.45)
+    fake_run(tmp_path, "old", 0.35, method={"ramp_iterations": 100})
+    fake_run(tmp_path, "other_labels", 0.9, lb_num=129)
+    lines, err = summarize_ok(capsys, *sorted(tmp_path.iterdir()), "--paired")
+    assert "other_labels: no SupOnly run" in err
+    deltas = {line.split("|")[1].strip() + line.split("|")[2] for line in lines if "mean of" in line}
+    assert len(deltas) == 4  # (faithful, old) x (U-Net, litemedsam)
+    assert any("method.ramp_iterations=100" in d for d in deltas)
+    assert any("method.ramp_iterations=None" in d for d in deltas)
+    text = "\n".join(lines)
+    assert "| 5.00 |" in text and "| -5.00 |" in text
+
+
+def test_paired_without_any_pair_is_an_error(tmp_path: Path, capsys) -> None:
+    fake_run(tmp_path, "synfoc", 0.5)
+    assert summarize.main([str(tmp_path / "synfoc"), "--paired"]) == 2
+    assert "no run could be paired" in capsys.readouterr().err
