@@ -212,7 +212,8 @@ def test_paired_differences_per_seed_and_their_mean(tmp_path: Path, capsys) -> N
     for seed, base, ours in ((1, 0.40, 0.50), (2, 0.50, 0.45), (3, 0.30, 0.50)):
         fake_run(tmp_path, f"suponly{seed}", base, seed=seed, method=SUPONLY)
         fake_run(tmp_path, f"synfoc{seed}", ours, seed=seed)
-    lines, _ = summarize_ok(capsys, *sorted(tmp_path.iterdir()), "--paired", "--out", tmp_path / "p")
+    runs = sorted(tmp_path.iterdir())
+    summarize_ok(capsys, *runs, "--paired", "--out", tmp_path / "p")
     rows = read_csv(tmp_path / "p.csv")
     unet = [r for r in rows if r["model"] == "U-Net"]
     assert [r["Δ mean Dice"] for r in unet[:3]] == ["10.00", "-5.00", "20.00"]
@@ -234,7 +235,7 @@ def test_paired_keeps_settings_apart_and_skips_unpaired_runs(tmp_path: Path, cap
     fake_run(tmp_path, "other_labels", 0.9, lb_num=129)
     lines, err = summarize_ok(capsys, *sorted(tmp_path.iterdir()), "--paired")
     assert "other_labels: no SupOnly run" in err
-    deltas = {line.split("|")[1].strip() + line.split("|")[2] for line in lines if "mean of" in line}
+    deltas = {"|".join(line.split("|")[1:3]) for line in lines if "mean of" in line}
     assert len(deltas) == 4  # (faithful, old) x (U-Net, litemedsam)
     assert any("method.ramp_iterations=100" in d for d in deltas)
     assert any("method.ramp_iterations=None" in d for d in deltas)
