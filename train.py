@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dataloaders.datasets import DataError
 from dataloaders.specs import get_spec
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, ensure_writable
 from utils.config import (
     Config,
     ConfigError,
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         saved = load_config(run_dir / "config.yaml") if resume else config
         check_resumable(saved, config)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(run_dir, "train.py writes its logs and checkpoints there")
         setup_logging(run_dir / "train.log")
         logger.info("command: %s", " ".join(sys.argv))
         warn_schedule_change(saved, config)
