@@ -348,13 +348,8 @@ def _class_folders_tree(spec: DatasetSpec, root: Path, train_count: int) -> None
     total = max(train_count + 1, int(np.ceil(1 / spec.test_fraction)))
     for domain in spec.domains:
         for i in range(1, total + 1):
-            stem = root / domain / f"{domain} ({i})"
-            write_sample(
-                spec,
-                stem.with_name(stem.name + ".png"),
-                stem.with_name(f"{stem.name}{spec.mask_suffix}.png"),
-                i,
-            )
+            folder, name = root / domain, f"{domain} ({i})"
+            write_sample(spec, folder / f"{name}.png", folder / f"{name}{spec.mask_suffix}.png", i)
 
 
 NATIVE_TREES = {"split_folders": _split_folders_tree, "class_folders": _class_folders_tree}
