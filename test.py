@@ -43,6 +43,7 @@ from utils.build import (
 )
 from utils.checkpoint import (
     CheckpointError,
+    ensure_writable,
     load_checkpoint,
     load_model_states,
     resolve_checkpoint,
@@ -154,6 +155,7 @@ def log_loaded(models, state: dict, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     run_dir, path = resolve_run(args.run, args.checkpoint)
+    ensure_writable(run_dir, "test.py writes test_<checkpoint>.json and .csv there")
     state = load_checkpoint(path)
     config = config_from_dict(state["config"])
     config.data.root = args.root or config.data.root

@@ -5,7 +5,9 @@
     python train.py --resume runs/prostate/<name>          # continue a killed run
 
 The run folder receives config.yaml, train.log, tb/, checkpoints/{last,best}.pt and
-eval/<step>.json (see README, "Runs").
+eval/<step>.json (see README, "Runs"). Exit status: 0 done, 2 bad input (config, data,
+checkpoint, run folder), 3 the run diverged (a non-finite loss or weight; nothing of it was
+saved); both errors are one line on stderr (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from dataloaders.datasets import DataError
 from dataloaders.specs import get_spec
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, ensure_writable
 from utils.config import (
     Config,
     ConfigError,
@@ -30,7 +32,7 @@ from utils.config import (
 )
 from utils.logging import setup_logging
 from utils.synfoc import validate_method
-from utils.trainer import Trainer
+from utils.trainer import DivergedError, Trainer
 
 logger = logging.getLogger("train")
 
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         saved = load_config(run_dir / "config.yaml") if resume else config
         check_resumable(saved, config)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(run_dir, "train.py writes its logs and checkpoints there")
         setup_logging(run_dir / "train.log")
         logger.info("command: %s", " ".join(sys.argv))
         warn_schedule_change(saved, config)
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: one line, no traceback. Anything else is a bug and keeps its traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except DivergedError as error:  # a non-finite loss or weight; nothing of it was saved
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

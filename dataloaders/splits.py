@@ -99,7 +99,8 @@ def plan_splits(
     Raises:
         DataError: missing root or domain folder, unpaired files, an unknown domain, lb_num out
             of range, a labeled (unlabeled) set smaller than ``labeled_bs`` (``unlabeled_bs``),
-            an empty unlabeled or test set, ``val_fraction`` out of range.
+            an empty unlabeled or test set, a domain without train files, ``val_fraction`` out
+            of range.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction={val_fraction}: expected a value in [0, 1)")
@@ -125,6 +126,9 @@ def plan_splits(
             f"{root}: {len(unlabeled)} unlabeled train samples left after taking lb_num={lb_num};"
             f" expected at least {max(1, unlabeled_bs or 1)} (the unlabeled batch size)"
         )
+    for d, files in enumerate(train):
+        if not files:  # a domain that adds no unlabeled image would vanish from training unseen
+            raise DataError(f"{Path(root) / spec.domains[d]}: no train samples; expected some")
     train_counts = [len(files) for files in train]
     for warning in count_warnings(spec, train_counts):
         logger.warning(warning)

@@ -263,6 +263,37 @@ class LoadReport:
         return "\n".join(lines)
 
 
+# torch.load(weights_only=True) names the global a file asks for in a multi-line message.
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error: ([^\n]*)")
+
+
+def load_error_reason(error: Exception) -> str:
+    """One line saying why ``torch.load(..., weights_only=True)`` failed on a file.
+
+    The safe unpickler refuses any global outside tensors and plain containers: such a file
+    could run code when loaded, so the reason says it was refused (and never suggests loading it
+    with ``weights_only=False``). Anything else is a damaged or truncated file.
+    """
+    text = str(error)
+    unsafe = _UNSAFE_GLOBAL.search(text)
+    if unsafe:
+        return (
+            f"refused: it asks for {unsafe[1]}, which loading could run as code; a weights file "
+            "holds only tensors, numbers, strings and containers"
+        )
+    rejected = _UNPICKLER_ERROR.search(text)
+    if rejected:
+        return f"refused by the safe unpickler: {rejected[1].strip()}"
+    return f"truncated or damaged: {first_line(error)}"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name if the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a checkpoint file (on the CPU, tensors only) and return its flat state dict.
 
@@ -278,8 +309,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the unpickler raises many types; all mean "not a state dict"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: cannot be read as a PyTorch state dict ({first})") from None
+        reason = load_error_reason(error)
+        raise ValueError(f"{path}: cannot be read as a PyTorch state dict ({reason})") from None
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):

@@ -215,12 +215,6 @@ def test_resume_without_checkpoint_is_an_error(tmp_path: Path, capsys) -> None:
     assert "last.pt" in capsys.readouterr().err
 
 
-def test_unknown_config_key_is_a_one_line_error(capsys) -> None:
-    assert train_cli.main(["--config", "configs/demo.yaml", "--set", "method.alpah=smc"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "method.alpah" in err and len(err.splitlines()) == 1
-
-
 @pytest.mark.parametrize(
     ("override", "named"),
     [

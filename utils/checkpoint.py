@@ -11,15 +11,22 @@ A checkpoint is one dict (see :data:`FORMAT_VERSION` and :func:`save_checkpoint`
 
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a run killed mid-write never leaves a truncated ``last.pt``.
+
+Every value is a tensor, a number, a string, ``None`` or a container of these, so checkpoints are
+read with ``torch.load(..., weights_only=True)``: a crafted file cannot run code when a run is
+resumed or tested, it is refused with one line (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from networks.segmenter import first_line, load_error_reason
 
 FORMAT_VERSION = 1
 
@@ -31,25 +38,56 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (with ``format_version`` added) to ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({first_line(error)}); it is unchanged"
+        ) from None
     os.replace(tmp, path)
+
+
+def ensure_writable(folder: str | Path, hint: str) -> None:
+    """Create ``folder`` if needed and check that a file can be written in it, so that a run on
+    a read-only path fails before any work instead of at its first checkpoint.
+
+    Raises:
+        CheckpointError: one line naming the folder, the system's reason and ``hint``.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CheckpointError(f"cannot write into {folder} ({reason}); {hint}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
+    Only tensors and plain data are unpickled (``weights_only=True``).
+
     Raises:
-        CheckpointError: if the file is missing, unreadable, or has another ``format_version``.
+        CheckpointError: one line: the file is missing, truncated or damaged (naming the other
+            checkpoints of its folder), asks for anything but plain data (it could run code), or
+            has another ``format_version``.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is unreadable: {error}") from error
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged or refused file
+        others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
+        hint = f"; {path.parent} also holds {', '.join(others)}" if others else ""
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({load_error_reason(error)}){hint}"
+        ) from None
     version = state.get("format_version") if isinstance(state, dict) else None
     if version != FORMAT_VERSION:
         raise CheckpointError(

@@ -71,38 +71,72 @@ COMPILE_SCOPES = ("networks", "step")
 
 
 class ScalarMeter:
-    """Running sums of device tensors (0-dim scalars, or small tensors of a fixed shape per name);
-    one host transfer per :meth:`read`."""
+    """Running sums of device tensors (0-dim scalars, or small tensors of a fixed shape per name),
+    kept as one flat device vector; one host transfer per :meth:`read`.
+
+    It also counts, on the device, the steps after which every running sum was still finite. A
+    nan or inf makes its sum non-finite for good (they never cancel back into a finite number),
+    so that count says at which step of the interval the first non-finite value came, without a
+    read-back per step (:meth:`nonfinite`).
+    """
 
     def __init__(self) -> None:
-        self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._layout: list[tuple[str, torch.Size]] = []
+        self._sum: torch.Tensor | None = None
+        self._finite_steps: torch.Tensor | None = None
+        self.steps = 0  # steps added since the last read
 
     def add(self, scalars: dict[str, torch.Tensor]) -> None:
-        """Add one step's values. The sums never alias them: a compiled step with CUDA graphs
-        writes the next step's outputs into the same memory."""
-        for name, value in scalars.items():
-            value = value.detach().float()
-            if name in self._sums:
-                self._sums[name] = self._sums[name] + value
-            else:
-                self._sums[name] = value.clone()
-        self._count += 1
+        """Add one step's values (the same names and shapes every step). The sums never alias
+        them: a compiled step with CUDA graphs writes the next step's outputs into the same
+        memory, and ``torch.cat`` copies."""
+        layout = [(name, value.shape) for name, value in scalars.items()]
+        flat = torch.cat([v.detach().float().reshape(-1) for v in scalars.values()])
+        if self._sum is None:
+            self._layout, self._sum = layout, flat
+        elif layout != self._layout:
+            raise ValueError(f"ScalarMeter.add: {layout}; this interval added {self._layout}")
+        else:
+            self._sum = self._sum + flat
+        finite = torch.isfinite(self._sum).all().long()
+        self._finite_steps = finite if self._finite_steps is None else self._finite_steps + finite
+        self.steps += 1
 
     def read(self) -> dict[str, float | list[float]]:
         """Means since the last read (the only synchronising call), then reset: a float per
         0-dim entry, a flat list (row-major) per larger one."""
-        if not self._sums:
+        if self._sum is None:
             return {}
-        names = list(self._sums)
-        flat = (torch.cat([self._sums[n].reshape(-1) for n in names]) / self._count).tolist()
+        flat = (self._sum / self.steps).tolist()
         means, start = {}, 0
-        for name in names:
-            size = self._sums[name].numel()
-            means[name] = flat[start] if self._sums[name].dim() == 0 else flat[start : start + size]
+        for name, shape in self._layout:
+            size = shape.numel()
+            means[name] = flat[start] if len(shape) == 0 else flat[start : start + size]
             start += size
-        self._sums, self._count = {}, 0
+        self._reset()
         return means
+
+    def nonfinite(self) -> tuple[dict[str, float], int]:
+        """The entries whose running sum is not finite (name -> its first non-finite value), and
+        how many of the steps since the last read came before the first non-finite one. One host
+        transfer; nothing is reset. ``({}, steps)`` while everything is finite."""
+        if self._sum is None:
+            return {}, 0
+        *sums, finite_steps = torch.cat([self._sum, self._finite_steps[None].float()]).tolist()
+        bad, start = {}, 0
+        for name, shape in self._layout:
+            values = [v for v in sums[start : start + shape.numel()] if not math.isfinite(v)]
+            start += shape.numel()
+            if values:
+                bad[name] = values[0]
+        return bad, int(finite_steps)
+
+
+class DivergedError(RuntimeError):
+    """A loss term or a weight is not finite: the run stopped before saving anything from it."""
 
 
 class UnlabeledTruth(NamedTuple):
@@ -231,6 +265,7 @@ class Trainer:
         self.optimizers = build_optimizers(self.models, config)
         self.meter = ScalarMeter()
         self.step, self.best = 0, {"metric": -math.inf, "step": None}
+        self.saved_step: int | None = None  # step of the newest checkpoint written or resumed
         if resume:
             self._load(self.run_dir / "checkpoints" / "last.pt")
         # Events up to the checkpoint's step (its logs and evaluation) stay; later ones are redone.
@@ -409,7 +444,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         """Train to ``max_iterations`` (from the resumed step), then return the last evaluation."""
-        save_dir = self.run_dir / "checkpoints"
         train = self.config.train
         results: dict[str, Any] = {}
         self._train_modes()
@@ -428,7 +462,7 @@ class Trainer:
             if self.step % train.eval_interval == 0 or last:
                 results = self.evaluate_and_save()
             elif self.step % train.checkpoint_interval == 0:
-                save_checkpoint(self.state(), save_dir / "last.pt")
+                self._save_checkpoints("last")
             bar.update(1)
         bar.close()
         if not results:  # resumed at the end: evaluate once more to report
@@ -439,6 +473,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- logging
     def _log(self, out: StepOutput, bar: tqdm) -> None:
+        self._check_losses()
         scalars = self.meter.read()
         if DOMAIN_DICE_TERMS in scalars:
             scalars.update(self._domain_dice(scalars.pop(DOMAIN_DICE_TERMS)))
@@ -528,6 +563,7 @@ class Trainer:
 
     def evaluate_and_save(self) -> dict[str, Any]:
         """Evaluate; write eval/<step>.json and TensorBoard; save last.pt and maybe best.pt."""
+        self._check_finite(self.state())  # no evaluation, eval/ file or checkpoint of nan weights
         examples: dict[str, list] = {}
         results = self.evaluate(examples)
         eval_dir = self.run_dir / "eval"
@@ -540,11 +576,11 @@ class Trainer:
         )
         self._log_eval(results, examples)
         metric = self._selection_metric(results)
-        save_dir = self.run_dir / "checkpoints"
         if metric > self.best["metric"]:
             self.best = {"metric": metric, "step": self.step}
-            save_checkpoint(self.state(), save_dir / "best.pt")
-        save_checkpoint(self.state(), save_dir / "last.pt")
+            self._save_checkpoints("best", "last")
+        else:
+            self._save_checkpoints("last")
         logger.info(
             "evaluation on the %s split at step %d (best mean Dice %.4f at step %s):\n%s",
             self.eval_split,
@@ -591,7 +627,56 @@ class Trainer:
         if rows:
             self.writer.add_image(f"{tag}/predictions", torch.cat(rows, dim=1), self.step)
 
+    # ------------------------------------------------------------------------------ finite guards
+    # A non-finite value is found at the next log (every train.log_interval steps, on the sums the
+    # log reads anyway) or before the next evaluation or checkpoint, whichever comes first: the
+    # weights may hold nan for up to that many steps, but no checkpoint or evaluation ever does.
+    def _check_losses(self) -> None:
+        """Raise :class:`DivergedError` if a scalar of the steps since the last log is not
+        finite, naming the first step and the terms (one host transfer)."""
+        bad, finite_steps = self.meter.nonfinite()
+        if bad:
+            first = self.step - self.meter.steps + finite_steps + 1
+            terms = ", ".join(f"{name}={value}" for name, value in bad.items())
+            self._diverged(
+                f"a loss term is not finite from step {first} on: {terms} at step {self.step}"
+            )
+
+    def _check_finite(self, state: dict[str, Any]) -> None:
+        """:meth:`_check_losses`, then the weights of ``state`` (what a checkpoint would hold):
+        a step with a finite loss can still leave inf weights behind."""
+        self._check_losses()
+        tensors = [
+            (name, tensor)
+            for name, weights in state["models"].items()
+            for tensor in (weights or {}).values()
+            if tensor.is_floating_point()
+        ]
+        if not tensors:
+            return
+        finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()
+        bad = dict.fromkeys(name for (name, _), ok in zip(tensors, finite) if not ok)
+        if bad:
+            self._diverged(f"weights of {', '.join(bad)} not finite after step {self.step}")
+
+    def _diverged(self, what: str) -> None:
+        kept = "no checkpoint was written"
+        if self.saved_step is not None:
+            kept = f"checkpoints/ left as they were (last.pt: step {self.saved_step})"
+        raise DivergedError(
+            f"training diverged: {what} (checked every train.log_interval="
+            f"{self.config.train.log_interval} steps and before each checkpoint); {kept}"
+        )
+
     # ---------------------------------------------------------------------------------- checkpoints
+    def _save_checkpoints(self, *names: str) -> None:
+        """Write ``checkpoints/<name>.pt`` for each name, once :meth:`_check_finite` passed."""
+        state = self.state()
+        self._check_finite(state)
+        for name in names:
+            save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.pt")
+        self.saved_step = self.step
+
     def state(self) -> dict[str, Any]:
         """Everything needed to resume or to evaluate this run (see utils/checkpoint.py)."""
         m = self.models
@@ -638,4 +723,5 @@ class Trainer:
         self.labeled_batches.load_state_dict(state["sampler"]["labeled"])
         self.unlabeled_batches.load_state_dict(state["sampler"]["unlabeled"])
         self.step, self.best = state["step"], state["best"]
+        self.saved_step = self.step
         logger.info("resumed from %s at step %d", path, self.step)
