@@ -145,8 +145,7 @@ def check_executor(path: Path, executor: Any) -> dict[str, Any]:
     missing = [name for name in required if executor.get(name) is None]
     if missing:
         raise SweepError(
-            f"{path}: executor {kind} needs {', '.join(missing)} "
-            f"(required: {', '.join(required)})"
+            f"{path}: executor {kind} needs {', '.join(missing)} (required: {', '.join(required)})"
         )
     unknown = sorted(set(executor) - {"kind", *required, *optional})
     if unknown:

@@ -1,6 +1,6 @@
 """Start and stop a single-node Slurm cluster (munged, slurmctld, slurmd) under one folder.
 
-    python -m scripts.ci.cluster start /tmp/slurm   # prints: export SLURM_CONF=/tmp/slurm/slurm.conf
+    python -m scripts.ci.cluster start /tmp/slurm   # prints export SLURM_CONF=...
     python -m scripts.ci.cluster stop /tmp/slurm    # stops the three daemons by their pid files
 
 The tests start one through :func:`start_cluster` (see ``tests/test_sweep_slurm.py``). It needs
