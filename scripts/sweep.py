@@ -4,6 +4,7 @@
     python -m scripts.sweep configs/sweeps/busi_seeds.yaml --dry-run  # the runs and their folders
     python -m scripts.sweep configs/sweeps/busi_seeds.yaml --status   # done/running/failed/pending
     python -m scripts.sweep configs/sweeps/prostate.yaml --set data.root=/data/ProstateSlice
+    python -m scripts.sweep configs/sweeps/busi.yaml --executor partition=a100 --executor time=600
 
 A sweep file:
 
@@ -69,6 +70,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override a config key for every point (repeatable)",
+    )
+    parser.add_argument(
+        "--executor",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a field of the executor section, e.g. partition=a100 or kind=local "
+        "(another kind replaces the section: give its required fields too)",
     )
     parser.add_argument(
         "--wait",
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     """Submit, dry-run or report a sweep; 2 with a one-line error on bad input."""
     args = parse_args(argv)
     try:
-        sweep = load_sweep(args.sweep, args.set)
+        sweep = load_sweep(args.sweep, args.set, args.executor)
         if args.dry_run:
             print_points(sweep)
             return 0

@@ -203,8 +203,20 @@ def plan_points(path: Path, raw: dict[str, Any], out: Path, extra: list[str]) ->
     return points
 
 
-def load_sweep(path: str | Path, extra: list[str] = ()) -> Sweep:
-    """Read and check a sweep file; ``extra`` are ``section.key=value`` overrides for every point.
+def executor_overrides(path: Path, texts: list[str]) -> dict[str, Any]:
+    """``field=value`` texts (values read as YAML) as a mapping over the executor section."""
+    overrides = {}
+    for text in texts:
+        field, sep, value = text.partition("=")
+        if not sep or not field:
+            raise SweepError(f"{path}: --executor {text!r}: expected FIELD=VALUE")
+        overrides[field] = yaml.safe_load(value) if value else None
+    return overrides
+
+
+def load_sweep(path: str | Path, extra: list[str] = (), executor: list[str] = ()) -> Sweep:
+    """Read and check a sweep file; ``extra`` are ``section.key=value`` overrides for every point,
+    ``executor`` ``field=value`` overrides of its executor section (``kind=local``).
 
     Raises:
         SweepError: anything that would make a point fail before it trains (one line).
@@ -220,10 +232,16 @@ def load_sweep(path: str | Path, extra: list[str] = ()) -> Sweep:
         raise SweepError(
             f"{path}: unknown key {unknown[0]!r}; expected {', '.join(TOP_LEVEL_KEYS)}"
         )
-    executor = check_executor(path, raw.get("executor"))
+    if executor:
+        fields = raw.get("executor") if isinstance(raw.get("executor"), dict) else {}
+        overrides = executor_overrides(path, list(executor))
+        if "kind" in overrides:  # another kind: the file's fields are for its own kind
+            fields = {}
+        raw["executor"] = {**fields, **overrides}
+    checked = check_executor(path, raw.get("executor"))
     out = Path(raw.get("out") or Path("runs") / "sweeps" / path.stem).resolve()
     points = plan_points(path, raw, out, list(extra))
-    return Sweep(path, out, tuple(points), executor)
+    return Sweep(path, out, tuple(points), checked)
 
 
 def check_writable(sweep: Sweep) -> None:

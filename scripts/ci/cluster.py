@@ -76,8 +76,25 @@ class Cluster:
         """Stop order: slurmd (ends its jobs), slurmctld, then munged."""
         return [self.root / "slurmd.pid", self.root / "slurmctld.pid", self.root / "munged.pid"]
 
+    def cancel_jobs(self, timeout_s: float = 30.0) -> None:
+        """Cancel every job of this cluster and wait (at most ``timeout_s``) until none is left,
+        so that no job process outlives slurmd."""
+        if not (self.root / "slurmctld.pid").is_file():
+            return
+        deadline = time.monotonic() + timeout_s
+        try:
+            _run("scancel", "--full", "--user", getpass.getuser(), env=self.env)
+            while _run("squeue", "-h", "-o", "%i", env=self.env).strip():
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.5)
+        except (ClusterError, subprocess.TimeoutExpired):
+            return  # the controller is gone: nothing left to cancel through it
+
     def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop each daemon by its pid file (SIGTERM, then SIGKILL after ``timeout_s``)."""
+        """Cancel the jobs, then stop each daemon by its pid file (SIGTERM, then SIGKILL after
+        ``timeout_s``)."""
+        self.cancel_jobs()
         for pid_file in self.pid_files():
             if pid_file.is_file():
                 _terminate(int(pid_file.read_text().split()[0]), timeout_s)
