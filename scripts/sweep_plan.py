@@ -69,10 +69,8 @@ class Point:
     def argv(self) -> list[str]:
         """train.py's arguments: resume the folder if it holds a run, else start it."""
         sets = [arg for override in self.overrides for arg in ("--set", override)]
-        return ["--config", self.config, *sets, "--out", str(self.run_dir)] + [
-            "--auto_resume",
-            "--no_progress",
-        ]
+        out = ["--out", str(self.run_dir)]
+        return ["--config", self.config, *sets, *out, "--auto_resume", "--no_progress"]
 
     @property
     def key(self) -> str:
@@ -153,7 +151,29 @@ def check_executor(path: Path, executor: Any) -> dict[str, Any]:
         raise SweepError(
             f"{path}: executor {kind}: unknown field {unknown[0]!r}; expected: {fields}"
         )
-    return {**optional, **executor}
+    checked = {**optional, **executor}
+    _check_executor_types(path, checked)
+    return checked
+
+
+# Executor fields that must be whole numbers (minutes, counts), and their least value.
+_COUNT_FIELDS = {"time": 1, "gpus": 0, "cpus": 1, "requeues": 0, "signal_delay_s": 0, "workers": 1}
+
+
+def _check_executor_types(path: Path, executor: dict[str, Any]) -> None:
+    """Counts are whole numbers, ``device`` cpu or gpu, ``sbatch`` a mapping of flags."""
+    kind = executor["kind"]
+    for name, least in _COUNT_FIELDS.items():
+        value = executor.get(name)
+        if name in executor and (type(value) is not int or value < least):
+            raise SweepError(
+                f"{path}: executor {kind}: {name}: expected a whole number >= {least}, "
+                f"got {value!r}"
+            )
+    if executor.get("device", "cpu") not in ("cpu", "gpu"):
+        raise SweepError(f"{path}: executor {kind}: device: expected cpu or gpu")
+    if not isinstance(executor.get("sbatch", {}), dict):
+        raise SweepError(f"{path}: executor {kind}: sbatch: expected a mapping of flag: value")
 
 
 def _grid_overrides(grid: dict[str, list[Any]], values: tuple[Any, ...]) -> list[str]:

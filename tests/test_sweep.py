@@ -128,6 +128,11 @@ def test_local_executor_runs_points_in_parallel_processes(data_root, tmp_path) -
         ({"executor": {"kind": "local"}}, "executor local needs workers"),
         ({"executor": {"kind": "pbs"}}, "executor.kind: expected one of slurm, local, debug"),
         ({"executor": {"kind": "debug", "gpus": 1}}, "executor debug: unknown field 'gpus'"),
+        (
+            {"executor": {"kind": "slurm", "partition": "gpu", "time": "1-00:00"}},
+            "executor slurm: time: expected a whole number >= 1, got '1-00:00'",
+        ),
+        ({"executor": {"kind": "local", "workers": 0}}, "workers: expected a whole number >= 1"),
         ({"grid": {"train.seed": [1, 1]}}, "share the run folder"),
         ({"grid": {"method.alpha": ["fancy"]}}, "method.alpha"),
         ({"sweeps": []}, "unknown key 'sweeps'"),
