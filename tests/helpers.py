@@ -67,3 +67,32 @@ def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+def write_tiny_sweep(
+    path: Path,
+    data_root: Path,
+    grid: dict,
+    executor: dict,
+    iterations: int = 2,
+    **sections,
+) -> Path:
+    """A sweep file of tiny synthetic CPU runs (``TINY_OVERRIDES``) over ``grid``, written to
+    ``path``; its runs go to ``path.parent / "out"``. ``sections`` add or replace top-level keys."""
+    import yaml
+
+    fixed = {key: yaml.safe_load(value) for key, value in (o.split("=", 1) for o in TINY_OVERRIDES)}
+    fixed.update(
+        {
+            "data.root": str(data_root),
+            "train.device": "cpu",
+            "train.max_iterations": iterations,
+            "train.eval_interval": 1000,  # evaluate once, at the last step
+            "train.log_interval": 1,
+            "train.checkpoint_interval": 1,
+        }
+    )
+    sweep = {"config": "configs/demo.yaml", "out": str(path.parent / "out"), "set": fixed}
+    sweep.update(grid=grid, executor=executor, **sections)
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
