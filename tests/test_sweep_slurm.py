@@ -128,7 +128,9 @@ def test_preempted_and_cancelled_points_resume(slurm_cluster, data_root, tmp_pat
     assert [s.state for s in sweep_status(sweep)] == ["done", "done"]
     for point in sweep.points:
         assert_finished(point)
-        assert resumed_at(point) and resumed_at(point)[0] >= 3, read_log(point)
+        # Step 3 was logged before the signal; the loop logs a step before it writes that
+        # step's checkpoint, so last.pt held step 2 at least (not a restart from scratch).
+        assert resumed_at(point) and resumed_at(point)[0] >= 2, read_log(point)
     # The preempted point kept its job (requeued by submitit); the cancelled one got a new one.
     records = read_records(sweep)
     assert records[preempted.key]["job_id"] == jobs[preempted.key]
