@@ -68,6 +68,13 @@ DOMAIN_DICE_TERMS = "diag/pseudo_dice_terms"
 # torch.compile modes accepted as train.compile_mode, and what train.compile_scope may capture.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE_SCOPES = ("networks", "step")
+# The phases of one iteration (:meth:`Trainer.iterate`), in order, as Trainer.phase names them.
+PHASES = ("batches", "forward", "backward", "optimizers + EMA", "diagnostics")
+
+
+def untimed_phase(name: str) -> contextlib.AbstractContextManager:
+    """The default :attr:`Trainer.phase`: runs a phase as it is."""
+    return contextlib.nullcontext()
 
 
 class ScalarMeter:
@@ -230,6 +237,8 @@ class Trainer:
         )
         self.optimizers = build_optimizers(self.models, config)
         self.meter = ScalarMeter()
+        # Wraps each phase of an iteration (PHASES); scripts/bench.py times or profiles them.
+        self.phase: Callable[[str], contextlib.AbstractContextManager] = untimed_phase
         self.step, self.best = 0, {"metric": -math.inf, "step": None}
         if resume:
             self._load(self.run_dir / "checkpoints" / "last.pt")
@@ -336,18 +345,24 @@ class Trainer:
         :meth:`_log` reads the means every ``log_interval`` steps)."""
         out, truth = self.train_step()
         self.step += 1
-        self.meter.add({**out.scalars, **self._pseudo_label_dice(out, truth)})
+        with self.phase("diagnostics"):
+            self.meter.add({**out.scalars, **self._pseudo_label_dice(out, truth)})
         return out
 
     def train_step(self) -> tuple[StepOutput, UnlabeledTruth]:
         """One SynFoC iteration; returns the step output and the unlabeled ground truth.
 
-        The phases are separate methods so that ``scripts/bench.py`` can time each one.
+        Each phase runs inside :attr:`phase` (a no-op unless ``scripts/bench.py`` times or
+        profiles them).
         """
-        labeled, unlabeled, truth = self.next_batches()
-        out = self.forward(labeled, unlabeled)
-        self.backward(out.loss)
-        self.update()
+        with self.phase("batches"):
+            labeled, unlabeled, truth = self.next_batches()
+        with self.phase("forward"):
+            out = self.forward(labeled, unlabeled)
+        with self.phase("backward"):
+            self.backward(out.loss)
+        with self.phase("optimizers + EMA"):
+            self.update()
         return out, truth
 
     def forward(self, labeled: LabeledBatch, unlabeled: UnlabeledBatch) -> StepOutput:
