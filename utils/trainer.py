@@ -44,7 +44,7 @@ from utils.build import (
 )
 from utils.checkpoint import load_checkpoint, load_model_states, save_checkpoint
 from utils.config import Config, ConfigError, TrainConfig, config_to_dict
-from utils.ema import ema_update
+from utils.ema import EmaTensors, ema_lerp, ema_tensors
 from utils.evaluation import evaluate, format_table, to_json_ready
 from utils.logging import prediction_grid
 from utils.metrics import region_masks
@@ -236,6 +236,7 @@ class Trainer:
             len(self.unlabeled.names), batch_size, self.generator, self.device
         )
         self.optimizers = build_optimizers(self.models, config)
+        self.ema_pairs = self._match_teachers()
         self.meter = ScalarMeter()
         # Wraps each phase of an iteration (PHASES); scripts/bench.py times or profiles them.
         self.phase: Callable[[str], contextlib.AbstractContextManager] = untimed_phase
@@ -409,17 +410,19 @@ class Trainer:
         self._update_teachers()
 
     def _update_teachers(self) -> None:
+        for tensors in self.ema_pairs.values():
+            ema_lerp(tensors, self.step, self.config.optim.ema_decay)
+
+    def _match_teachers(self) -> dict[str, EmaTensors]:
+        """Each teacher's tensors matched to its student's, once (see :class:`EmaTensors`)."""
         buffers = self.config.method.teacher_bn == "running"
+        pairs = {}
         for name in ("unet", "foundation"):
             teacher = getattr(self.models, name + "_teacher")
             if teacher is not None:
-                ema_update(
-                    teacher,
-                    getattr(self.models, name),
-                    self.step,
-                    self.config.optim.ema_decay,
-                    include_buffers=buffers,
-                )
+                student = getattr(self.models, name)
+                pairs[name] = ema_tensors(teacher, student, include_buffers=buffers)
+        return pairs
 
     # ------------------------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
