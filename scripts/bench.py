@@ -51,6 +51,9 @@ from utils.trainer import PHASES  # noqa: E402
 BENCHES = {
     "prostate": ("configs/prostate.yaml", ["model.foundation=vit_b_random"], 40, 50),
     "busi": ("configs/busi.yaml", ["model.foundation=litemedsam"], 40, 50),
+    # The paper's fundus and M&Ms settings (MedSAM ViT-B), timed compiled on a GPU.
+    "fundus": ("configs/fundus.yaml", ["model.foundation=vit_b_random"], 40, 50),
+    "mnms": ("configs/mnms.yaml", ["model.foundation=vit_b_random"], 40, 50),
     "tiny": (
         "configs/demo.yaml",
         ["model.foundation=tiny", "model.image_size=64", "model.unet_width=8",
@@ -310,13 +313,40 @@ def host_record(name: str, trainer, args: argparse.Namespace) -> dict[str, Any] 
     return host_profile(trainer, args.host_iterations, path)
 
 
+def iteration_rate(trainer, seconds: float, start_at: float | None) -> dict[str, float]:
+    """Iterations per second over ``seconds`` of back-to-back training, starting at the Unix
+    time ``start_at`` (if given), so that two processes on one GPU, started together, time the
+    same window (``scripts/gpu_checks.sh`` measures a concurrent pair this way)."""
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+    synchronize(trainer.device)
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        advance(trainer, 5)
+        synchronize(trainer.device)  # the device's work counts, not only the host's queue
+        count += 5
+    return {"iterations": count, "seconds": time.perf_counter() - start, "start_at": start_at}
+
+
+def pair_gain(solo: list[dict[str, float]], pair: list[dict[str, float]]) -> float:
+    """Throughput of runs sharing one device relative to running them one after another: the
+    time the solo rates need for the pair's iterations, over the time the pair took."""
+    sequential = sum(p["iterations"] / (s["iterations"] / s["seconds"]) for s, p in zip(solo, pair))
+    return sequential / max(p["seconds"] for p in pair)
+
+
 def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of one bench, as plain numbers and strings (the JSON record); with
-    ``--host_only`` the host profile alone, after the warm-up."""
+    ``--host_only`` the host profile alone, with ``--rate_seconds`` the iteration rate alone,
+    after the warm-up."""
     device, config = trainer.device, trainer.config
-    time_iterations(trainer, args.warmup)
+    warmup = time_iterations(trainer, args.warmup)  # compiling happens here
+    described = {**describe(name, trainer, args), "warmup_seconds": sum(warmup)}
     if args.host_only:
-        return {**describe(name, trainer, args), "host": host_record(name, trainer, args)}
+        return {**described, "host": host_record(name, trainer, args)}
+    if args.rate_seconds:
+        rate = iteration_rate(trainer, args.rate_seconds, args.start_at)
+        return {**described, "host": None, "rate": rate}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = time_iterations(trainer, args.iterations)
@@ -340,7 +370,7 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
     achieved = flops / back_to_back / 1e12
     host = host_record(name, trainer, args)
     return {
-        **describe(name, trainer, args),
+        **described,
         "iterations": len(times),
         "ms_median": 1000 * median,
         "ms_p10": 1000 * deciles[0],
@@ -380,8 +410,14 @@ def report(f: dict[str, Any]) -> str:
             f"({f['compile_backend']}), deterministic={f['deterministic']}",
         ),
     ]
-    if "ms_back_to_back" in f:  # not with --host_only
+    if "ms_back_to_back" in f:  # not with --host_only or --rate_seconds
         rows += timing_rows(f)
+    if "rate" in f:
+        rate = f["rate"]
+        rows.append(
+            ("rate", f"{rate['iterations'] / rate['seconds']:.2f} iterations / s over "
+                     f"{rate['seconds']:.1f} s")
+        )  # fmt: skip
     if f["host"] is not None:
         rows.append(("host profile", summary(f["host"])))
     width = max(len(k) for k, _ in rows)
@@ -408,7 +444,7 @@ def timing_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
             "ms / iteration",
             f"{f['ms_back_to_back']:.1f} back to back; {f['ms_median']:.1f} median synchronised "
             f"(p10 {f['ms_p10']:.1f}, p90 {f['ms_p90']:.1f}) over {f['iterations']} after "
-            f"{f['warmup']} warm-up",
+            f"{f['warmup']} warm-up ({f['warmup_seconds']:.1f} s, compiling included)",
         ),
         ("images / s", f"{f['images_per_s']:.1f}"),
         ("peak GPU memory", memory),
@@ -515,6 +551,14 @@ def main(argv: list[str] | None = None) -> int:
         default="inductor",
         help="torch.compile backend, e.g. aot_eager on a CPU, where Inductor's code generation "
         "takes minutes (the same graphs, run by eager kernels)",
+    )
+    parser.add_argument(
+        "--rate_seconds",
+        type=float,
+        help="after the warm-up only the iteration rate over this many seconds",
+    )
+    parser.add_argument(
+        "--start_at", type=float, help="with --rate_seconds: start timing at this Unix time"
     )
     args = parser.parse_args(argv)
     if args.host_only and not args.host_profile:

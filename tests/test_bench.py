@@ -188,3 +188,26 @@ def test_host_profile_finds_a_host_read_in_the_step(tmp_path, monkeypatch):
     counts = dispatch_counts(trainer, 1)
     assert counts["ops_per_phase"]["forward"] > 0
     assert any("_local_scalar_dense" in read for read in counts["host_reads"]), counts
+
+
+def test_pair_gain_compares_the_pair_with_one_run_after_the_other():
+    from scripts.bench import pair_gain
+
+    solo = [{"iterations": 100, "seconds": 10.0}, {"iterations": 50, "seconds": 10.0}]
+    # Together, in 12 s: 80 and 40 iterations, which alone would take 8 s + 8 s = 16 s.
+    pair = [{"iterations": 80, "seconds": 12.0}, {"iterations": 40, "seconds": 11.5}]
+    assert pair_gain(solo, pair) == pytest.approx(16 / 12)
+
+
+def test_rate_mode_on_the_tiny_bench(tmp_path):
+    import time
+
+    record_path = tmp_path / "bench.json"
+    result = run_module(
+        "scripts.bench", "--bench", "tiny", "--warmup", "1", "--rate_seconds", "0.5",
+        "--start_at", str(time.time()), "--json", str(record_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(record_path.read_text())
+    assert record["rate"]["iterations"] >= 5 and record["rate"]["seconds"] >= 0.5
+    assert "iterations / s" in result.stdout
