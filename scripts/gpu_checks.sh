@@ -227,6 +227,6 @@ if ((datasets)); then
   done
 fi
 if ((busi_speed || datasets)); then  # the device tool returns at most 8 files: one archive
-  (cd "$out" && tar czf tables.tgz --remove-files ./*profile_*.txt pair_* 2>/dev/null)
+  (cd "$out" && tar czf tables.tgz --remove-files ./*profile_*.txt pair_*/ 2>/dev/null)
 fi
 exit $status
