@@ -23,12 +23,15 @@ time of one evaluation pass over the bench's test set (prostate 300, busi 36, ti
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +42,18 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.specs import DatasetSpec, get_spec  # noqa: E402
+from scripts.host_profile import host_profile, phase_hook, summary, uncompiled  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
-from utils.synfoc import synfoc_step  # noqa: E402
+from utils.host_reads import HostReadRecorder  # noqa: E402
+from utils.trainer import PHASES  # noqa: E402
 
 # bench name -> (config file, overrides, train images per domain, test images per domain)
 BENCHES = {
     "prostate": ("configs/prostate.yaml", ["model.foundation=vit_b_random"], 40, 50),
     "busi": ("configs/busi.yaml", ["model.foundation=litemedsam"], 40, 50),
+    # The paper's fundus and M&Ms settings (MedSAM ViT-B), timed compiled on a GPU.
+    "fundus": ("configs/fundus.yaml", ["model.foundation=vit_b_random"], 40, 50),
+    "mnms": ("configs/mnms.yaml", ["model.foundation=vit_b_random"], 40, 50),
     "tiny": (
         "configs/demo.yaml",
         ["model.foundation=tiny", "model.image_size=64", "model.unet_width=8",
@@ -160,23 +168,24 @@ def time_back_to_back(trainer, count: int) -> float:
     return timed(trainer.device, advance, trainer, count)[1] / count
 
 
-PHASES = ("batches", "forward", "backward", "optimizers + EMA")
-
-
 def time_phases(trainer, count: int) -> dict[str, float]:
-    """Median seconds of each phase of ``Trainer.train_step``, synchronised around every phase
-    (so their sum exceeds an unsynchronised iteration). ``batches`` = draw, gather, augment and
-    resize one labeled and one unlabeled batch from the data already on the device."""
+    """Median seconds of each phase of ``Trainer.iterate`` (``utils.trainer.PHASES``),
+    synchronised around every phase (so their sum exceeds an unsynchronised iteration).
+    ``batches`` = draw, gather, augment and resize one labeled and one unlabeled batch from the
+    data already on the device; ``diagnostics`` = the scalars and pseudo-label Dice summed on
+    the device."""
     times: dict[str, list[float]] = {name: [] for name in PHASES}
-    device = trainer.device
-    for _ in range(count):
-        (labeled, unlabeled, _), seconds = timed(device, trainer.next_batches)
-        times["batches"].append(seconds)
-        out, seconds = timed(device, trainer.forward, labeled, unlabeled)
-        times["forward"].append(seconds)
-        times["backward"].append(timed(device, trainer.backward, out.loss)[1])
-        times["optimizers + EMA"].append(timed(device, trainer.update)[1])
-        trainer.step += 1
+
+    @contextlib.contextmanager
+    def timed_phase(name: str) -> Iterator[None]:
+        synchronize(trainer.device)
+        start = time.perf_counter()
+        yield
+        synchronize(trainer.device)
+        times[name].append(time.perf_counter() - start)
+
+    with phase_hook(trainer, timed_phase):
+        advance(trainer, count)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -229,13 +238,8 @@ def device_busy_seconds(averages) -> float:
 def advance_uncompiled(trainer, mode) -> None:
     """One iteration on the uncompiled networks and step inside ``mode`` (a counting dispatch
     mode, whose hooks would make torch.compile trace again)."""
-    compiled = trainer.step_models, trainer.step_fn
-    trainer.step_models, trainer.step_fn = trainer.models, synfoc_step
-    try:
-        with mode:
-            advance(trainer)
-    finally:
-        trainer.step_models, trainer.step_fn = compiled
+    with uncompiled(trainer), mode:
+        advance(trainer)
 
 
 def count_flops(trainer) -> float:
@@ -253,17 +257,9 @@ def count_ops(trainer) -> int:
     """Operators dispatched in one full iteration, backward included: each is a host call of a
     few microseconds and most launch a kernel, so this bounds how fast an eager step can be
     issued. Counted on the uncompiled networks (compiled ones fuse many into one kernel)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Counter(TorchDispatchMode):
-        calls = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Counter.calls += 1
-            return func(*args, **(kwargs or {}))
-
-    advance_uncompiled(trainer, Counter())
-    return Counter.calls
+    recorder = HostReadRecorder()
+    advance_uncompiled(trainer, recorder)
+    return recorder.calls
 
 
 def sync_check(trainer, count: int) -> str:
@@ -287,10 +283,70 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+def describe(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
+    """What one bench runs: models, sizes, batch, overrides, card, torch, compile settings."""
+    config, device = trainer.config, trainer.device
+    return {
+        "bench": name,
+        "foundation": config.model.foundation,
+        "foundation_px": trainer.sizes.foundation,
+        "unet_px": trainer.sizes.patch,
+        "unet_width": config.model.unet_width,
+        "batch": [config.data.labeled_bs, config.data.unlabeled_bs],
+        "overrides": list(args.set),
+        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "torch": torch.__version__,
+        "compile": args.compile,
+        "compile_backend": args.compile_backend,
+        "deterministic": args.deterministic,
+        "warmup": args.warmup,
+    }
+
+
+def host_record(name: str, trainer, args: argparse.Namespace) -> dict[str, Any] | None:
+    """With ``--host_profile DIR``: :func:`scripts.host_profile.host_profile` over
+    ``--host_iterations`` iterations, its tables in ``DIR/host_<profile name>``."""
+    if not args.host_profile:
+        return None
+    stem = profile_name(name, args.compile, args.set)
+    path = Path(args.host_profile) / f"host_{stem}"
+    return host_profile(trainer, args.host_iterations, path)
+
+
+def iteration_rate(trainer, seconds: float, start_at: float | None) -> dict[str, float]:
+    """Iterations per second over ``seconds`` of back-to-back training, starting at the Unix
+    time ``start_at`` (if given), so that two processes on one GPU, started together, time the
+    same window (``scripts/gpu_checks.sh`` measures a concurrent pair this way)."""
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+    synchronize(trainer.device)
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        advance(trainer, 5)
+        synchronize(trainer.device)  # the device's work counts, not only the host's queue
+        count += 5
+    return {"iterations": count, "seconds": time.perf_counter() - start, "start_at": start_at}
+
+
+def pair_gain(solo: list[dict[str, float]], pair: list[dict[str, float]]) -> float:
+    """Throughput of runs sharing one device relative to running them one after another: the
+    time the solo rates need for the pair's iterations, over the time the pair took."""
+    sequential = sum(p["iterations"] / (s["iterations"] / s["seconds"]) for s, p in zip(solo, pair))
+    return sequential / max(p["seconds"] for p in pair)
+
+
 def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
-    """Every figure of one bench, as plain numbers and strings (the JSON record)."""
+    """Every figure of one bench, as plain numbers and strings (the JSON record); with
+    ``--host_only`` the host profile alone, with ``--rate_seconds`` the iteration rate alone,
+    after the warm-up."""
     device, config = trainer.device, trainer.config
-    time_iterations(trainer, args.warmup)
+    warmup = time_iterations(trainer, args.warmup)  # compiling happens here
+    described = {**describe(name, trainer, args), "warmup_seconds": sum(warmup)}
+    if args.host_only:
+        return {**described, "host": host_record(name, trainer, args)}
+    if args.rate_seconds:
+        rate = iteration_rate(trainer, args.rate_seconds, args.start_at)
+        return {**described, "host": None, "rate": rate}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = time_iterations(trainer, args.iterations)
@@ -312,19 +368,9 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
     deciles = statistics.quantiles(times, n=10) if len(times) >= 10 else [min(times), max(times)]
     peak = peak_tflops(device, args.peak_tflops)
     achieved = flops / back_to_back / 1e12
+    host = host_record(name, trainer, args)
     return {
-        "bench": name,
-        "foundation": config.model.foundation,
-        "foundation_px": trainer.sizes.foundation,
-        "unet_px": trainer.sizes.patch,
-        "unet_width": config.model.unet_width,
-        "batch": [config.data.labeled_bs, config.data.unlabeled_bs],
-        "overrides": list(args.set),
-        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        "torch": torch.__version__,
-        "compile": args.compile,
-        "deterministic": args.deterministic,
-        "warmup": args.warmup,
+        **described,
         "iterations": len(times),
         "ms_median": 1000 * median,
         "ms_p10": 1000 * deciles[0],
@@ -345,11 +391,41 @@ def measure(name: str, trainer, args: argparse.Namespace) -> dict[str, Any]:
         "eval_slices": sum(len(d) for d in trainer.eval_sets.values()),
         "eval_domains": len(trainer.eval_sets),
         "sync_check": sync,
+        "host": host,
     }
 
 
 def report(f: dict[str, Any]) -> str:
     """The figures of :func:`measure` as an aligned two-column table."""
+    rows = [
+        (
+            "bench",
+            f"{f['bench']}: {f['foundation']} {f['foundation_px']}px + U-Net {f['unet_px']}px "
+            f"(width {f['unet_width']}), batch {f['batch'][0]}+{f['batch'][1]}"
+            + (f", --set {' '.join(f['overrides'])}" if f["overrides"] else ""),
+        ),
+        (
+            "device",
+            f"{f['card']}, torch {f['torch']}, compile={f['compile']} "
+            f"({f['compile_backend']}), deterministic={f['deterministic']}",
+        ),
+    ]
+    if "ms_back_to_back" in f:  # not with --host_only or --rate_seconds
+        rows += timing_rows(f)
+    if "rate" in f:
+        rate = f["rate"]
+        rows.append(
+            ("rate", f"{rate['iterations'] / rate['seconds']:.2f} iterations / s over "
+                     f"{rate['seconds']:.1f} s")
+        )  # fmt: skip
+    if f["host"] is not None:
+        rows.append(("host profile", summary(f["host"])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def timing_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's rows of the timed figures."""
     memory = f"{f['peak_memory_gib']:.1f} GiB" if f["peak_memory_gib"] is not None else "-"
     mfu = (
         f"{f['mfu_percent']:.1f} % of {f['peak_tflops']:.0f}"
@@ -363,23 +439,12 @@ def report(f: dict[str, Any]) -> str:
         if f["device_busy_ms"] is not None
         else "- (CUDA and --profile)"
     )
-    rows = [
-        (
-            "bench",
-            f"{f['bench']}: {f['foundation']} {f['foundation_px']}px + U-Net {f['unet_px']}px "
-            f"(width {f['unet_width']}), batch {f['batch'][0]}+{f['batch'][1]}"
-            + (f", --set {' '.join(f['overrides'])}" if f["overrides"] else ""),
-        ),
-        (
-            "device",
-            f"{f['card']}, torch {f['torch']}, compile={f['compile']}, "
-            f"deterministic={f['deterministic']}",
-        ),
+    return [
         (
             "ms / iteration",
             f"{f['ms_back_to_back']:.1f} back to back; {f['ms_median']:.1f} median synchronised "
             f"(p10 {f['ms_p10']:.1f}, p90 {f['ms_p90']:.1f}) over {f['iterations']} after "
-            f"{f['warmup']} warm-up",
+            f"{f['warmup']} warm-up ({f['warmup_seconds']:.1f} s, compiling included)",
         ),
         ("images / s", f"{f['images_per_s']:.1f}"),
         ("peak GPU memory", memory),
@@ -401,8 +466,6 @@ def report(f: dict[str, Any]) -> str:
         ),
         ("sync check", f["sync_check"]),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> None:
@@ -411,6 +474,18 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> None:
     previous = json.loads(path.read_text()) if path.is_file() else []
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(previous + records, indent=1))
+
+
+@contextlib.contextmanager
+def compile_backend(backend: str) -> Iterator[None]:
+    """``torch.compile`` with ``backend`` while the trainer compiles its networks or step
+    (the trainer names no backend: Inductor)."""
+    original = torch.compile
+    torch.compile = functools.partial(original, backend=backend)
+    try:
+        yield
+    finally:
+        torch.compile = original
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -422,7 +497,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         size = max(spec.patch_size, 256) if name != "tiny" else 64
         root = write_fake_dataset(spec, Path(tmp) / "data", train, test, size)
         config = bench_config(name, root, args)
-        trainer = Trainer(config, Path(tmp) / "run", progress=False)
+        with compile_backend(args.compile_backend):
+            trainer = Trainer(config, Path(tmp) / "run", progress=False)
         trainer._train_modes()
         return measure(name, trainer, args)
 
@@ -456,7 +532,37 @@ def main(argv: list[str] | None = None) -> int:
         help="write profile_<bench>[_compile][_<override value>...].txt tables here",
     )
     parser.add_argument("--json", metavar="PATH", help="also append all figures to this JSON list")
+    parser.add_argument(
+        "--host_profile",
+        metavar="DIR",
+        help="also profile the host's side of the iterations (scripts/host_profile.py); tables "
+        "to DIR/host_profile_<bench>[_compile][_<override value>...].txt",
+    )
+    parser.add_argument(
+        "--host_iterations", type=int, default=3, help="iterations per host-profile measurement"
+    )
+    parser.add_argument(
+        "--host_only",
+        action="store_true",
+        help="after the warm-up only the host profile (for slow CPUs); needs --host_profile",
+    )
+    parser.add_argument(
+        "--compile_backend",
+        default="inductor",
+        help="torch.compile backend, e.g. aot_eager on a CPU, where Inductor's code generation "
+        "takes minutes (the same graphs, run by eager kernels)",
+    )
+    parser.add_argument(
+        "--rate_seconds",
+        type=float,
+        help="after the warm-up only the iteration rate over this many seconds",
+    )
+    parser.add_argument(
+        "--start_at", type=float, help="with --rate_seconds: start timing at this Unix time"
+    )
     args = parser.parse_args(argv)
+    if args.host_only and not args.host_profile:
+        parser.error("--host_only needs --host_profile DIR")
     records = []
     for name in args.bench:
         records.append(run(name, args))

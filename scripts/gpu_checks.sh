@@ -23,6 +23,19 @@
 #   4. with --compile: the prostate bench under torch.compile as configs/prostate.yaml trains
 #      (CUDA graphs, folded attention), then with the whole step compiled
 #      (train.compile_scope=step), then BUSI compiled with CUDA graphs (neither yet a default).
+#   5. with --busi_speed: BUSI SynFoC and SupOnly, eager and with the whole step compiled and
+#      replayed as CUDA graphs (train.compile_scope=step, compile_mode=reduce-overhead), each
+#      with the sync-debug check, the profiler's device-busy time, peak memory, the warm-up
+#      (compile) time and the host profile (scripts/host_profile.py); then the concurrent pair:
+#      SupOnly and SynFoC, same seed, alone and as two processes on the GPU at once, 20 s each,
+#      and their throughput gain (bench.py pair_gain) into pair_gain.txt. PAIR_SET (default
+#      empty: the BUSI config as it is) adds --set options to the three rate runs.
+#   6. with --compiled_datasets: prostate, fundus and M&Ms with the whole step compiled and
+#      graphed (one bench each, 20 iterations after 5 warm-up).
+# Issue 26 in two calls on one machine (expected from the H200 figures of docs/PERFORMANCE.md:
+# CUDA tests ~1-2 min, an eager BUSI bench ~1 min, a compiled one ~3 min, the pair ~2 min):
+#   bash scripts/gpu_checks.sh --tests_only --busi_speed       # ~9 min
+#   bash scripts/gpu_checks.sh --skip_checks --compiled_datasets  # ~9 min (3 compiles of ~3)
 # --skip_checks leaves out stages 1-2 (for a second call that only adds the compiled benches);
 # --tests_only keeps stage 1 and leaves out stage 2 (the CUDA tests, then only what follows).
 # Wall time: ~5-6 min for stages 1-2 (one CUDA test compiles a tiny trainer), MIN more for 3,
@@ -50,16 +63,19 @@ if [[ "${1:-}" == --prepare ]]; then
   exit 0
 fi
 
-busi_minutes=0 busi_iterations=0 compile=0 checks=1 eager=1
+busi_minutes=0 busi_iterations=0 compile=0 checks=1 eager=1 busi_speed=0 datasets=0 dry_run=0
 while (($#)); do
   case "$1" in
     --busi) busi_minutes="$2"; shift 2 ;;
     --busi_iterations) busi_iterations="$2"; shift 2 ;;
     --compile) compile=1; shift ;;
+    --busi_speed) busi_speed=1; shift ;;
+    --compiled_datasets) datasets=1; shift ;;
+    --dry_run) dry_run=1; shift ;;
     --skip_checks) checks=0; shift ;;
     --tests_only) eager=0; shift ;;
     *) echo "unknown argument $1 (expected --busi MINUTES, --busi_iterations N, --compile," \
-      "--skip_checks, --tests_only)" >&2; exit 2 ;;
+      "--skip_checks, --tests_only, --busi_speed, --compiled_datasets, --dry_run)" >&2; exit 2 ;;
   esac
 done
 if ((busi_minutes > 0 && busi_iterations > 0)); then
@@ -75,9 +91,23 @@ fi
 out="${OUT:-runs/gpu_checks}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD"
+# --dry_run (on a CPU, with the venv's packages): stages 5-6 on the tiny bench, few iterations,
+# to check the script's logic; the CUDA-only figures come out empty.
+if ((dry_run)); then
+  bench_args=(--iterations 2 --warmup 1 --host_iterations 1) rate_seconds=1 pair_wait=40
+  compile_args=(--compile --compile_backend aot_eager)
+  speed_benches=(tiny) dataset_benches=(tiny)
+else
+  bench_args=(--iterations 20 --warmup 5 --sync_check --profile "$out") rate_seconds=20
+  pair_wait=90
+  compile_args=(--compile)
+  speed_benches=(busi) dataset_benches=(prostate fundus mnms)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD"
+fi
+step_graphs=(--set train.compile_scope=step --set train.compile_mode=reduce-overhead)
+suponly=(--set method.supervised_only=true --set method.consistency=none)
 status=0
 stage() {  # stage <name> <seconds> <log> <command...>: run, log, remember a failure
   local name="$1" seconds="$2" log="$3"
@@ -88,7 +118,7 @@ stage() {  # stage <name> <seconds> <log> <command...>: run, log, remember a fai
   ((rc == 0)) || { status=1; echo "=== $name FAILED (exit $rc)" | tee -a "$log"; }
 }
 
-{ nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } \
+((dry_run)) || { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } \
   > "$out/checks.log" 2>&1
 if ((checks)); then
   stage "CUDA tests" 360 "$out/checks.log" \
@@ -117,6 +147,36 @@ busi_table() {  # busi_table <iterations> <time limit in seconds>: the Table 6 r
   tar czf "$out/busi_runs.tgz" --exclude='*.pt' runs/busi_table6
 }
 
+rate() {  # rate <bench> <json> <start time or ""> [--set ...]: bench.py --rate_seconds
+  local bench="$1" json="$2" start="$3"
+  shift 3
+  python3 scripts/bench.py --bench "$bench" --warmup "${bench_args[3]}" --rate_seconds "$rate_seconds" \
+    ${start:+--start_at "$start"} --json "$json" "$@" ${PAIR_SET:-} >> "$out/bench.log" 2>&1
+}
+pair_rates() {  # pair_rates <bench>: SupOnly and SynFoC alone, then both at once on the GPU
+  local bench="$1" dir="$out/pair_$1"
+  rm -rf "$dir"; mkdir -p "$dir"
+  echo "=== pair $bench ($(date -u +%T))" | tee -a "$out/bench.log"
+  rate "$bench" "$dir/solo_suponly.json" "" "${suponly[@]}" || status=1
+  rate "$bench" "$dir/solo_synfoc.json" "" || status=1
+  local start=$(($(date +%s) + pair_wait))  # both processes built and warmed up by then
+  rate "$bench" "$dir/pair_suponly.json" "$start" "${suponly[@]}" & local first=$!
+  rate "$bench" "$dir/pair_synfoc.json" "$start" || status=1
+  wait "$first" || status=1
+  python3 - "$dir" <<'PY' | tee "$out/pair_gain.txt" | tee -a "$out/bench.log"
+import json, sys
+from pathlib import Path
+from scripts.bench import pair_gain
+d = Path(sys.argv[1])
+load = lambda name: json.loads((d / f"{name}.json").read_text())[0]["rate"]
+solo = [load("solo_suponly"), load("solo_synfoc")]
+pair = [load("pair_suponly"), load("pair_synfoc")]
+rates = lambda runs: ", ".join(f"{r['iterations'] / r['seconds']:.2f}" for r in runs)
+print(f"iterations/s (SupOnly, SynFoC) alone: {rates(solo)}; together: {rates(pair)}")
+print(f"pair throughput gain over one after the other: {pair_gain(solo, pair):.2f}x")
+PY
+}
+
 if ((busi_minutes > 0)); then
   if iterations=$(python3 scripts/busi_schedule.py "$out/bench.json" --minutes "$busi_minutes" \
     2>> "$out/bench.log"); then
@@ -143,5 +203,31 @@ if ((compile)); then
   stage "bench busi, torch.compile with CUDA graphs" 240 "$out/bench.log" \
     python3 scripts/bench.py --bench busi --compile --json "$out/bench.json" --profile "$out" \
     --set train.compile_mode=reduce-overhead
+fi
+if ((busi_speed)); then
+  export TORCH_LOGS=perf_hints
+  for bench in "${speed_benches[@]}"; do
+    for method in synfoc suponly; do
+      method_args=(); [[ $method == suponly ]] && method_args=("${suponly[@]}")
+      stage "bench $bench $method, eager" 150 "$out/bench.log" python3 scripts/bench.py \
+        --bench "$bench" "${bench_args[@]}" --host_profile "$out" --json "$out/bench.json" \
+        "${method_args[@]}"
+      stage "bench $bench $method, whole step compiled, CUDA graphs" 240 "$out/bench.log" \
+        python3 scripts/bench.py --bench "$bench" "${bench_args[@]}" "${compile_args[@]}" \
+        --host_profile "$out" --json "$out/bench.json" "${step_graphs[@]}" "${method_args[@]}"
+    done
+    pair_rates "$bench"
+  done
+fi
+if ((datasets)); then
+  export TORCH_LOGS=perf_hints
+  for bench in "${dataset_benches[@]}"; do
+    stage "bench $bench, whole step compiled, CUDA graphs" 240 "$out/bench.log" \
+      python3 scripts/bench.py --bench "$bench" "${bench_args[@]}" "${compile_args[@]}" \
+      --json "$out/bench.json" "${step_graphs[@]}"
+  done
+fi
+if ((busi_speed || datasets)); then  # the device tool returns at most 8 files: one archive
+  (cd "$out" && tar czf tables.tgz --remove-files ./*profile_*.txt pair_*/ 2>/dev/null)
 fi
 exit $status

@@ -27,7 +27,9 @@ def test_bench_tiny_records_every_figure(tmp_path):
     keys = ("ms_median", "ms_back_to_back", "images_per_s", "gflop", "eval_seconds")
     for key in (*keys, "ops_per_iteration"):
         assert record[key] > 0, key
-    assert set(record["phases_ms"]) == {"batches", "forward", "backward", "optimizers + EMA"}
+    assert set(record["phases_ms"]) == {
+        "batches", "forward", "backward", "optimizers + EMA", "diagnostics"
+    }  # fmt: skip
     assert all(v > 0 for v in record["phases_ms"].values())
     assert record["eval_slices"] == 12 and record["eval_domains"] == 3
     assert "back to back" in result.stdout and "phases (ms)" in result.stdout
@@ -125,3 +127,87 @@ def test_bench_configs_match_the_speed_goal(tmp_path, name, foundations, foundat
         assert (config.model.image_size or spec.foundation_size) == foundation_px
     assert (config.data.patch_size or spec.patch_size) == patch
     assert (config.data.labeled_bs, config.data.unlabeled_bs) == (4, 4)
+
+
+def test_host_profile_of_two_tiny_iterations(tmp_path):
+    """``--host_profile`` on the CPU: every count is positive, the phases add up to the
+    iteration, the step reads nothing back to the host, the logging interval's read-back is
+    found, and the tables are written."""
+    record_path, profile_dir = tmp_path / "bench.json", tmp_path / "host"
+    result = run_module(
+        "scripts.bench",
+        "--bench", "tiny",
+        "--warmup", "1",
+        "--host_only",
+        "--host_profile", str(profile_dir),
+        "--host_iterations", "2",
+        "--json", str(record_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(record_path.read_text())
+    host = record["host"]
+    assert "ms_back_to_back" not in record and "host profile" in result.stdout
+    assert set(host["ops_per_phase"]) == {
+        "batches", "forward", "backward", "optimizers + EMA", "diagnostics"
+    }  # fmt: skip
+    assert all(v > 0 for v in host["ops_per_phase"].values()), host["ops_per_phase"]
+    assert host["ops_per_iteration"] == pytest.approx(sum(host["ops_per_phase"].values()))
+    for key in ("wall_ms", "cpu_ms", "top_level_ops", "python_calls", "python_ms", "module_calls"):
+        assert host[key] > 0, key
+    # Eager: nothing runs inside a compiled graph, and Python calls fewer operators than run.
+    assert host["ops_outside_graphs"] == host["top_level_ops"] <= host["ops_per_iteration"]
+    assert host["host_reads"] == []
+    assert host["log"]["host_reads"] > 0 and host["log"]["ops"] > 0  # the one read-back
+    assert host["log"]["ops_per_iteration"] == host["log"]["ops"] / host["log"]["interval"]
+    assert host["sync_warnings"] is None and "kernel_launches" not in host  # CUDA only
+    table = (profile_dir / "host_profile_tiny.txt").read_text()
+    assert "host reads in the iteration: none" in table
+    assert "functions by tottime" in table and "utils/trainer.py" in table
+
+
+def test_host_profile_finds_a_host_read_in_the_step(tmp_path, monkeypatch):
+    """A read-back added to the step shows up in the host profile, with its caller."""
+    from helpers import make_trainer
+
+    from dataloaders.synthetic import generate_synthetic
+    from scripts.host_profile import dispatch_counts
+    from utils import trainer as trainer_module
+
+    root = generate_synthetic(
+        tmp_path / "data", seed=0, train_per_domain=8, test_per_domain=1, size=64
+    )
+    trainer = make_trainer(root, tmp_path / "run")
+    original = trainer_module.synfoc_step
+
+    def step_with_a_read(*args, **kwargs):
+        out = original(*args, **kwargs)
+        float(out.loss)  # as a stray .item() would
+        return out
+
+    monkeypatch.setattr("scripts.host_profile.synfoc_step", step_with_a_read)
+    counts = dispatch_counts(trainer, 1)
+    assert counts["ops_per_phase"]["forward"] > 0
+    assert any("_local_scalar_dense" in read for read in counts["host_reads"]), counts
+
+
+def test_pair_gain_compares_the_pair_with_one_run_after_the_other():
+    from scripts.bench import pair_gain
+
+    solo = [{"iterations": 100, "seconds": 10.0}, {"iterations": 50, "seconds": 10.0}]
+    # Together, in 12 s: 80 and 40 iterations, which alone would take 8 s + 8 s = 16 s.
+    pair = [{"iterations": 80, "seconds": 12.0}, {"iterations": 40, "seconds": 11.5}]
+    assert pair_gain(solo, pair) == pytest.approx(16 / 12)
+
+
+def test_rate_mode_on_the_tiny_bench(tmp_path):
+    import time
+
+    record_path = tmp_path / "bench.json"
+    result = run_module(
+        "scripts.bench", "--bench", "tiny", "--warmup", "1", "--rate_seconds", "0.5",
+        "--start_at", str(time.time()), "--json", str(record_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(record_path.read_text())
+    assert record["rate"]["iterations"] >= 5 and record["rate"]["seconds"] >= 0.5
+    assert "iterations / s" in result.stdout

@@ -91,3 +91,19 @@ def test_mismatched_teacher_is_an_error() -> None:
     other = nn.Sequential(nn.Conv2d(1, 2, 3))
     with pytest.raises(ValueError, match="conv.weight"):
         ema_update(other, student, 3)
+
+
+def test_tensors_matched_once_update_as_the_modules_do():
+    """The trainer matches the tensors once (ema_tensors) and lerps them every step; that equals
+    ema_update on the modules, also after load_state_dict wrote new values into the student."""
+    from utils.ema import ema_lerp, ema_tensors
+
+    student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    by_modules, by_tensors = make_teacher(student), make_teacher(student)
+    tensors = ema_tensors(by_tensors, student, include_buffers=True)
+    for step in range(3):
+        student.load_state_dict({k: v + 1 for k, v in student.state_dict().items()})
+        ema_update(by_modules, student, step, include_buffers=True)
+        ema_lerp(tensors, step)
+    for a, b in zip(by_modules.state_dict().values(), by_tensors.state_dict().values()):
+        torch.testing.assert_close(a, b)

@@ -3,69 +3,21 @@
 On a GPU, every such read (``.item()``, ``float(t)``, ``if t:``, boolean-mask indexing,
 ``nonzero``, ``unique``, a device change) stalls the host until the GPU catches up. The CUDA test
 checks this with ``torch.cuda.set_sync_debug_mode("error")``, which only runs where there is a GPU.
-Here a dispatch mode sees every ATen operator of the same iteration on the CPU and flags the ones
-whose output depends on tensor values the host would have to wait for, so CI catches a new
-read-back too.
+Here a dispatch mode (``utils.host_reads.HostReadRecorder``) sees every ATen operator of the same
+iteration on the CPU and flags the ones whose output depends on tensor values the host would have
+to wait for, so CI catches a new read-back too.
 """
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import make_trainer
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dataloaders.synthetic import generate_synthetic
-
-# Operators that need tensor values on the host: the scalar read behind .item() / float() /
-# bool(), and those whose output size depends on the data.
-HOST_READS = {
-    "aten._local_scalar_dense.default",
-    "aten.is_nonzero.default",
-    "aten.equal.default",
-    "aten.nonzero.default",
-    "aten.masked_select.default",
-    "aten._unique2.default",
-    "aten.unique_dim.default",
-    "aten.unique_consecutive.default",
-    "aten.repeat_interleave.Tensor",
-    "aten.lift_fresh.default",  # torch.tensor(host data): a host-to-device copy on a GPU
-}
-
-
-class HostReadRecorder(TorchDispatchMode):
-    """Records each host-reading operator with the repository frames that called it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self._reads_host(func, args, kwargs):
-            frames = traceback.extract_stack()[:-1]
-            # AdamW's step counter: on a GPU the trainer uses fused AdamW, whose counter stays on
-            # the device; only the CPU's single-tensor path reads its host counter (.item()).
-            if not any("torch/optim/" in f.filename for f in frames):
-                ours = [
-                    f"{Path(f.filename).name}:{f.lineno} {f.line}"
-                    for f in frames
-                    if "site-packages" not in f.filename and "tests" not in f.filename
-                ]
-                self.reads.append(f"{func} from " + " <- ".join(reversed(ours[-3:])))
-        return func(*args, **kwargs)
-
-    @staticmethod
-    def _reads_host(func, args, kwargs) -> bool:
-        name = str(func)
-        if name == "aten.index.Tensor":  # x[mask] with a boolean mask is a nonzero
-            return any(i is not None and i.dtype == torch.bool for i in args[1])
-        if name == "aten._to_copy.default":  # .to(device) / .cpu(); dtype casts are fine
-            return kwargs.get("device") is not None
-        return name in HOST_READS
+from utils.host_reads import HostReadRecorder
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 The decay follows the Mean Teacher warm-up of the reference, a = min(1 - 1/(step + 1), cap),
 computed on the host from the integer step (no device read-back). The update runs as one fused
-``torch._foreach_lerp_`` over all matched tensors.
+``torch._foreach_lerp_`` over all matched tensors (matched once: :func:`ema_tensors`).
 
 Which tensors move: the student's *trainable* parameters (``requires_grad=True``), matched to the
 teacher's by name. For the foundation model this is the LoRA factors, the mask decoder and the
@@ -15,6 +15,7 @@ them because its teachers run in train mode and never use them.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,49 @@ def _matched(
     return teacher_tensors, student_tensors
 
 
+@dataclass(frozen=True)
+class EmaTensors:
+    """The matched tensors one EMA update moves, teacher's and student's in the same order.
+
+    Matching walks both modules' names; the tensors themselves never change identity (optimizers
+    and ``load_state_dict`` write into them), so the trainer matches once and keeps this, rather
+    than walking every module of both networks on every step.
+    """
+
+    teacher: list[Tensor]
+    student: list[Tensor]
+
+
+def ema_tensors(
+    teacher: nn.Module, student: nn.Module, *, include_buffers: bool = False
+) -> EmaTensors:
+    """The student's trainable parameters (and, with ``include_buffers``, its floating-point
+    buffers) matched by name to the teacher's.
+
+    Raises:
+        ValueError: if a student tensor has no same-named, same-shaped teacher tensor.
+    """
+    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    teacher_t, student_t = _matched(dict(teacher.named_parameters()), trainable, "parameter")
+    if include_buffers:
+        buffers = [(n, b) for n, b in student.named_buffers() if b.is_floating_point()]
+        more_t, more_s = _matched(dict(teacher.named_buffers()), buffers, "buffer")
+        teacher_t += more_t
+        student_t += more_s
+    return EmaTensors(teacher_t, student_t)
+
+
 @torch.no_grad()
+def ema_lerp(tensors: EmaTensors, step: int, decay_cap: float = 0.99) -> float:
+    """In-place teacher <- a * teacher + (1 - a) * student over matched tensors; returns a."""
+    decay = ema_decay(step, decay_cap)
+    if tensors.teacher:
+        # lerp(t, s, w) = t + w (s - t) with w = 1 - a; torch evaluates w >= 0.5 as
+        # s - (s - t)(1 - w), so step 0 (w = 1) copies the student exactly.
+        torch._foreach_lerp_(tensors.teacher, tensors.student, 1.0 - decay)
+    return decay
+
+
 def ema_update(
     teacher: nn.Module,
     student: nn.Module,
@@ -81,16 +124,5 @@ def ema_update(
     Raises:
         ValueError: if a student tensor has no same-named, same-shaped teacher tensor.
     """
-    decay = ema_decay(step, decay_cap)
-    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    teacher_t, student_t = _matched(dict(teacher.named_parameters()), trainable, "parameter")
-    if include_buffers:
-        buffers = [(n, b) for n, b in student.named_buffers() if b.is_floating_point()]
-        more_t, more_s = _matched(dict(teacher.named_buffers()), buffers, "buffer")
-        teacher_t += more_t
-        student_t += more_s
-    if teacher_t:
-        # lerp(t, s, w) = t + w (s - t) with w = 1 - a; torch evaluates w >= 0.5 as
-        # s - (s - t)(1 - w), so step 0 (w = 1) copies the student exactly.
-        torch._foreach_lerp_(teacher_t, student_t, 1.0 - decay)
-    return decay
+    tensors = ema_tensors(teacher, student, include_buffers=include_buffers)
+    return ema_lerp(tensors, step, decay_cap)

@@ -44,7 +44,7 @@ from utils.build import (
 )
 from utils.checkpoint import load_checkpoint, load_model_states, save_checkpoint
 from utils.config import Config, ConfigError, TrainConfig, config_to_dict
-from utils.ema import ema_update
+from utils.ema import EmaTensors, ema_lerp, ema_tensors
 from utils.evaluation import evaluate, format_table, to_json_ready
 from utils.logging import prediction_grid
 from utils.metrics import region_masks
@@ -68,6 +68,13 @@ DOMAIN_DICE_TERMS = "diag/pseudo_dice_terms"
 # torch.compile modes accepted as train.compile_mode, and what train.compile_scope may capture.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE_SCOPES = ("networks", "step")
+# The phases of one iteration (:meth:`Trainer.iterate`), in order, as Trainer.phase names them.
+PHASES = ("batches", "forward", "backward", "optimizers + EMA", "diagnostics")
+
+
+def untimed_phase(name: str) -> contextlib.AbstractContextManager:
+    """The default :attr:`Trainer.phase`: runs a phase as it is."""
+    return contextlib.nullcontext()
 
 
 class ScalarMeter:
@@ -263,7 +270,10 @@ class Trainer:
             len(self.unlabeled.names), batch_size, self.generator, self.device
         )
         self.optimizers = build_optimizers(self.models, config)
+        self.ema_pairs = self._match_teachers()
         self.meter = ScalarMeter()
+        # Wraps each phase of an iteration (PHASES); scripts/bench.py times or profiles them.
+        self.phase: Callable[[str], contextlib.AbstractContextManager] = untimed_phase
         self.step, self.best = 0, {"metric": -math.inf, "step": None}
         self.saved_step: int | None = None  # step of the newest checkpoint written or resumed
         if resume:
@@ -371,18 +381,24 @@ class Trainer:
         :meth:`_log` reads the means every ``log_interval`` steps)."""
         out, truth = self.train_step()
         self.step += 1
-        self.meter.add({**out.scalars, **self._pseudo_label_dice(out, truth)})
+        with self.phase("diagnostics"):
+            self.meter.add({**out.scalars, **self._pseudo_label_dice(out, truth)})
         return out
 
     def train_step(self) -> tuple[StepOutput, UnlabeledTruth]:
         """One SynFoC iteration; returns the step output and the unlabeled ground truth.
 
-        The phases are separate methods so that ``scripts/bench.py`` can time each one.
+        Each phase runs inside :attr:`phase` (a no-op unless ``scripts/bench.py`` times or
+        profiles them).
         """
-        labeled, unlabeled, truth = self.next_batches()
-        out = self.forward(labeled, unlabeled)
-        self.backward(out.loss)
-        self.update()
+        with self.phase("batches"):
+            labeled, unlabeled, truth = self.next_batches()
+        with self.phase("forward"):
+            out = self.forward(labeled, unlabeled)
+        with self.phase("backward"):
+            self.backward(out.loss)
+        with self.phase("optimizers + EMA"):
+            self.update()
         return out, truth
 
     def forward(self, labeled: LabeledBatch, unlabeled: UnlabeledBatch) -> StepOutput:
@@ -429,17 +445,19 @@ class Trainer:
         self._update_teachers()
 
     def _update_teachers(self) -> None:
+        for tensors in self.ema_pairs.values():
+            ema_lerp(tensors, self.step, self.config.optim.ema_decay)
+
+    def _match_teachers(self) -> dict[str, EmaTensors]:
+        """Each teacher's tensors matched to its student's, once (see :class:`EmaTensors`)."""
         buffers = self.config.method.teacher_bn == "running"
+        pairs = {}
         for name in ("unet", "foundation"):
             teacher = getattr(self.models, name + "_teacher")
             if teacher is not None:
-                ema_update(
-                    teacher,
-                    getattr(self.models, name),
-                    self.step,
-                    self.config.optim.ema_decay,
-                    include_buffers=buffers,
-                )
+                student = getattr(self.models, name)
+                pairs[name] = ema_tensors(teacher, student, include_buffers=buffers)
+        return pairs
 
     # ------------------------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
