@@ -1,8 +1,8 @@
 """The SSL4MIS h5 layout (``DatasetSpec.layout == "h5_slices"``, e.g. ACDC).
 
 ``<root>/<list>`` files name the cases of each split (``spec.split_lists``). Training cases are
-2-D slice files ``<slice dir>/<case>.h5`` (``spec.slice_dirs``: the first existing folder, e.g.
-``data/slices`` in the original layout or ``data`` in flat copies) holding ``image`` float32
+2-D slice files ``<slice dir>/<case>.h5`` (``spec.slice_dirs``: the first folder holding the file,
+``data/slices`` in the original layout, ``data`` in flat copies) holding ``image`` float32
 (H, W) in [0, 1] and ``label`` uint8 (H, W); validation and test cases are volumes
 ``<root>/<spec.image_subdir>/<case>.h5`` with ``image`` and ``label`` of shape (D, H, W).
 
@@ -30,18 +30,18 @@ from dataloaders.transforms import resize_images, resize_masks
 _RANGE_TOLERANCE = 1e-3
 
 
-def slice_folder(spec: DatasetSpec, root: str | Path) -> Path:
-    """The first of ``spec.slice_dirs`` that exists under ``root``.
+def _case_file(folders: Sequence[Path], case: str, where: str) -> Path:
+    """``<folder>/<case>.h5`` in the first of ``folders`` holding it.
 
     Raises:
-        DataError: if none does.
+        DataError: naming ``where`` (list file and line) and every path tried.
     """
-    for name in spec.slice_dirs:
-        folder = Path(root) / name
-        if folder.is_dir():
-            return folder
-    expected = " or ".join(str(Path(root) / name) for name in spec.slice_dirs)
-    raise DataError(f"{root}: no slice folder; expected {expected}")
+    for folder in folders:
+        path = folder / f"{case}.h5"
+        if path.is_file():
+            return path
+    expected = " or ".join(str(folder / f"{case}.h5") for folder in folders)
+    raise DataError(f"{where}: {case} has no file; expected {expected}")
 
 
 def scan_h5_split(spec: DatasetSpec, root: str | Path, split: str) -> list[SampleFiles]:
@@ -62,12 +62,12 @@ def scan_h5_split(spec: DatasetSpec, root: str | Path, split: str) -> list[Sampl
     cases = list_path.read_text().split()
     if not cases:
         raise DataError(f"{list_path}: empty list; expected one case name per line")
-    folder = slice_folder(spec, root) if split == "train" else root / spec.image_subdir
+    # Slices may sit in data/slices (SSL4MIS) or beside the volumes in data/.
+    names = spec.slice_dirs if split == "train" else (spec.image_subdir,)
+    folders = [root / name for name in names]
     samples = []
     for line, case in enumerate(cases, 1):
-        path = folder / f"{case}.h5"
-        if not path.is_file():
-            raise DataError(f"{list_path} line {line}: {case} has no file; expected {path}")
+        path = _case_file(folders, case, f"{list_path} line {line}")
         samples.append(SampleFiles(f"{spec.domains[0]}/{case}", path, (path,)))
     return samples
 

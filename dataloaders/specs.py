@@ -40,9 +40,9 @@ class DatasetSpec:
     #     are merged by pixel-wise max); the last ``test_fraction`` of the sorted samples is the
     #     test set.
     # "h5_slices" (SSL4MIS): one domain; <root>/<list> names the cases of each split (see
-    #     ``split_lists``); train cases are 2-D slice files in the first existing folder of
-    #     ``slice_dirs``, val/test cases are volumes <root>/<image_subdir>/<case>.h5; each h5 holds
-    #     the datasets of ``h5_keys`` (image float in [0, 1], label uint8 class indices).
+    #     ``split_lists``); train cases are 2-D slice files in the first folder of ``slice_dirs``
+    #     that holds them, val/test cases are volumes <root>/<image_subdir>/<case>.h5; each h5
+    #     holds the datasets of ``h5_keys`` (image float in [0, 1], label uint8 class indices).
     layout: Literal["split_folders", "class_folders", "h5_slices"]
     image_subdir: str
     mask_subdir: str
