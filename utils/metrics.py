@@ -51,6 +51,9 @@ from torch import Tensor
 _CHUNK_ELEMENTS = 2**23
 # Half-widths of the row windows searched before all rows (see _nearest_sq_distance).
 _WINDOWS = (1, 4, 16, 64)
+# Cost of one gathered element of the windowed search in dense elementwise operations (measured
+# on the CPU: ~20; the choice only affects speed, both searches are exact).
+_GATHER_COST = 16
 # numpy.percentile(..., 95) as medpy's hd95 calls it.
 _HD_QUANTILE = 95 / 100
 
@@ -238,10 +241,14 @@ def _nearest_sq_distance(points: Tensor, row_dist: Tensor) -> Tensor:
     # Most surface pixels have a near partner: search rows within +-k (in y and z) first. A
     # minimum d^2 <= (k+1)^2 found there is exact, since every row outside has dy^2 or dz^2 >=
     # (k+1)^2; only the remaining points move on to a wider search (one host sync per level).
+    # Elements of the dense transform over every volume (an upper bound of its cost); a gathered
+    # element of the windowed search costs about _GATHER_COST dense ones (2 CPU cores).
+    dense_cost = row_dist.numel() * (h + d)
     for k in _WINDOWS:
-        if 2 * k + 1 >= max(h, d):
-            break
         kz = min(k, d - 1)
+        width = (2 * kz + 1) * (2 * k + 1)
+        if 2 * k + 1 >= max(h, d) or todo.numel() * width * _GATHER_COST > dense_cost:
+            break
         dz, dy = torch.meshgrid(
             torch.arange(-kz, kz + 1, device=points.device),
             torch.arange(-k, k + 1, device=points.device),
@@ -252,8 +259,37 @@ def _nearest_sq_distance(points: Tensor, row_dist: Tensor) -> Tensor:
         todo = todo[sq > (k + 1) ** 2]
         if todo.numel() == 0:
             return best
-    best[todo] = _min_over_rows(points[todo], row_dist, None)
+    best[todo] = _far_sq_distance(points[todo], row_dist)
     return best
+
+
+def _far_sq_distance(points: Tensor, row_dist: Tensor) -> Tensor:
+    """:func:`_nearest_sq_distance` for points beyond every window: a search over all rows per
+    point, or, when that is costlier (many far points, e.g. a whole-volume false positive), the
+    dense separable transform of the volumes holding them (min over y, then over z)."""
+    d, h, w = row_dist.shape[1:]
+    volumes, local = points[:, 0].unique(return_inverse=True)
+    if points.shape[0] * d * h * _GATHER_COST <= volumes.numel() * d * h * w * (h + d):
+        return _min_over_rows(points, row_dist, None)
+    far = (d + h + w) ** 2  # above every in-volume squared distance; keeps int32 from overflowing
+    dense = row_dist[volumes].square()
+    for dim in (2, 1):  # rows, then slices
+        dense = _min_plus_square(dense, dim).clamp_max_(far)
+    return dense[local, points[:, 1], points[:, 2], points[:, 3]]
+
+
+def _min_plus_square(values: Tensor, dim: int) -> Tensor:
+    """``out[..., i, ...] = min over j of (i - j)^2 + values[..., j, ...]`` along ``dim`` of an
+    (M, D, H, W) int32 tensor, in chunks of output indices of bounded size."""
+    n = values.shape[dim]
+    moved = values.movedim(dim, -1).unsqueeze(-2)  # (..., 1, n): j last
+    index = torch.arange(n, device=values.device, dtype=torch.int32)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, values.numel()))
+    out = []
+    for start in range(0, n, chunk):
+        i = index[start : start + chunk, None]  # (c, 1)
+        out.append((moved + (i - index).square()).amin(dim=-1))  # (..., c)
+    return torch.cat(out, dim=-1).movedim(-1, dim)
 
 
 def _min_over_rows(points: Tensor, row_dist: Tensor, offsets: Tensor | None) -> Tensor:
