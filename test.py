@@ -37,6 +37,7 @@ from utils.build import (
     build_models,
     build_predictors,
     configure_backend,
+    evaluated_domains,
     run_sizes,
     seed_everything,
     select_device,
@@ -49,7 +50,13 @@ from utils.checkpoint import (
     resolve_checkpoint,
 )
 from utils.config import ConfigError, config_from_dict
-from utils.evaluation import evaluate, format_table, results_to_csv, to_json_ready
+from utils.evaluation import (
+    evaluate,
+    format_class_table,
+    format_table,
+    results_to_csv,
+    to_json_ready,
+)
 
 logger = logging.getLogger("test")
 
@@ -194,6 +201,7 @@ def run(args: argparse.Namespace) -> dict:
             canvas_size=sizes.canvas,
             patch_size=sizes.patch,
             progress=not args.no_progress,
+            domains=evaluated_domains(config, spec),
         ),
         spec,
         patch_size=sizes.patch,
@@ -204,6 +212,8 @@ def run(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
     )
     print(f"{path} (step {state['step']}):\n{format_table(results, spec)}")
+    if spec.eval_unit == "volume":  # per class, as the SSL4MIS tables
+        print(f"\n{format_class_table(results)}")
     (run_dir / f"test_{tag}.json").write_text(
         json.dumps(
             {"checkpoint": str(path), "step": state["step"], "results": to_json_ready(results)},

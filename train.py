@@ -87,6 +87,7 @@ _NAMED_KEYS = (
     "data.dataset",
     "data.lb_domain",
     "data.lb_num",
+    "data.setting",
     "model.foundation",
     "method.students",
     "method.supervised_only",
@@ -101,8 +102,10 @@ def default_run_name(config: Config, overrides: list[str] = ()) -> str:
     method, data = config.method, config.data
     kind = "suponly" if method.supervised_only else "synfoc"
     foundation = config.model.foundation if method.students != "unet" else "none"
-    labels = f"d{data.lb_domain}_n{data.lb_num}"
+    labels = f"d{data.lb_domain}_n{'all' if data.lb_num is None else data.lb_num}"
     name = f"{kind}_{method.students}_{foundation}_{labels}_s{config.train.seed}"
+    if data.setting != "midss":  # a uda run never shares a folder with its midss twin
+        name = f"{data.setting}_{name}"
     suffixes: dict[str, str] = {}  # key -> suffix; a repeated key keeps its last value
     for text in overrides:
         section, key, _ = parse_override(text)

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from dataloaders.datasets import DataError, scan_split
+from dataloaders.settings import SETTINGS
 from dataloaders.specs import DATASETS, get_spec
 from dataloaders.splits import build_splits, describe_splits
 
@@ -25,7 +26,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--root", required=True, help="folder holding the native layout")
     parser.add_argument("--lb_domain", default="1", help="1-based index or name (default 1)")
     parser.add_argument(
-        "--lb_num", type=int, default=None, help="labeled images (default min(20, domain size))"
+        "--lb_num",
+        type=int,
+        default=None,
+        help="labeled images, or patients for ACDC-like specs (default min(20, domain size); "
+        "the smallest patient count of the spec's table)",
+    )
+    parser.add_argument(
+        "--setting", default="midss", choices=SETTINGS, help="domains preset (docs/DATA.md)"
+    )
+    parser.add_argument(
+        "--unlabeled_domains", nargs="+", help="override the unlabeled stream's domains"
+    )
+    parser.add_argument("--eval_domains", nargs="+", help="override the tested domains")
+    parser.add_argument(
+        "--label_all", action="store_true", help="label every train file (lb_num null, as uda)"
     )
     parser.add_argument("--lb_seed", type=int, default=None, help="random labeled pick")
     parser.add_argument(
@@ -52,9 +67,11 @@ def run(args: argparse.Namespace) -> str:
     """The report for ``args``; raises DataError, KeyError or ValueError on bad input."""
     spec = get_spec(args.dataset)
     lb = spec.domain_index(args.lb_domain)
-    lb_num = args.lb_num
-    if lb_num is None:
+    lb_num = None if args.label_all else args.lb_num
+    if lb_num is None and not args.label_all:
         lb_num = max(1, min(20, len(scan_split(spec, args.root, lb, "train"))))
+        if spec.labeled_unit == "patients":
+            lb_num = min(dict(spec.patient_slices))
     canvas = args.canvas_size or spec.patch_size
     splits = build_splits(
         spec,
@@ -65,6 +82,9 @@ def run(args: argparse.Namespace) -> str:
         patch_size=spec.patch_size,
         lb_seed=args.lb_seed,
         val_fraction=args.val_fraction,
+        setting=args.setting,
+        unlabeled_domains=args.unlabeled_domains,
+        eval_domains=args.eval_domains,
         labeled_bs=args.labeled_bs,
         # Copy-paste pairs labeled and unlabeled samples, so both batches have this size.
         unlabeled_bs=args.labeled_bs,
@@ -73,14 +93,21 @@ def run(args: argparse.Namespace) -> str:
         num_workers=args.workers,
     )
     pick = "the first in sorted order"
+    if spec.split_lists:
+        pick = f"the first lines of {dict(spec.split_lists)['train']}"
     if args.lb_seed is not None:
         pick = f"random draw, seed {args.lb_seed}"
+    count = f"{len(splits.labeled)} images"
+    if lb_num is not None and spec.labeled_unit == "patients":
+        count = f"{lb_num} patients = {len(splits.labeled)} slices"
+    test_note = f"test masks at {spec.patch_size}"
+    if spec.eval_unit == "volume":
+        test_note = "val/test: whole volumes at native size"
     classes = " ".join(f"{i + 1}={n}" for i, n in enumerate(spec.class_names))
     lines = [
         f"dataset {spec.name} at {args.root}",
-        f"labeled: {lb_num} images of {spec.domains[lb]} ({pick})",
-        f"decoded at canvas {canvas}, test masks at {spec.patch_size}; classes 0=background "
-        f"{classes}",
+        f"setting {args.setting}; labeled: {count} of {spec.domains[lb]} ({pick})",
+        f"decoded at canvas {canvas}, {test_note}; classes 0=background {classes}",
         "image sizes: native W x H; class %: mean per-image pixel share over train and test;",
         "empty: masks without any foreground pixel",
         "",

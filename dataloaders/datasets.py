@@ -93,12 +93,18 @@ def scan_split(spec: DatasetSpec, root: str | Path, domain: int, split: str) -> 
         spec: the dataset.
         root: folder holding the dataset's native layout (``docs/DATA.md``).
         domain: 0-based index into ``spec.domains``.
-        split: "train" or "test". For the "class_folders" layout the split is computed: the
-            last ``int(test_fraction * n)`` samples are the test set (none if that is 0).
+        split: "train" or "test" (or "val" for the "h5_slices" layout, whose splits are list
+            files: see :mod:`dataloaders.h5`). For the "class_folders" layout the split is
+            computed: the last ``int(test_fraction * n)`` samples are the test set (none if that
+            is 0).
 
     Raises:
         DataError: a missing folder, an image without a mask or a mask without an image.
     """
+    if spec.layout == "h5_slices":
+        from dataloaders.h5 import scan_h5_split  # h5 builds on this module
+
+        return scan_h5_split(spec, root, split)
     if split not in ("train", "test"):
         raise DataError(f"split {split!r}: expected 'train' or 'test'")
     if not 0 <= domain < len(spec.domains):
@@ -166,6 +172,17 @@ def decode_mask(spec: DatasetSpec, path: Path) -> np.ndarray:
     raw = np.asarray(_open(path, spec.mask_mode)).astype(np.int64)
     if raw.ndim == 3:
         raw = (raw[..., 0] << 16) | (raw[..., 1] << 8) | raw[..., 2]
+    return check_mask_values(spec, raw, path)
+
+
+def check_mask_values(spec: DatasetSpec, raw: np.ndarray, path: Path) -> np.ndarray:
+    """Class indices (uint8, ``raw``'s shape) of raw mask values (gray levels or packed RGB
+    codes) through ``spec.mask_encoding``.
+
+    Raises:
+        DataError: naming ``path`` and the raw values that are not in the encoding.
+    """
+    raw = raw.astype(np.int64)
     pairs = sorted((_code(value), index) for value, index in spec.mask_encoding)
     codes = np.array([code for code, _ in pairs])
     classes = np.array([index for _, index in pairs], dtype=np.uint8)
@@ -229,9 +246,12 @@ def load_samples(
     images = torch.empty(n, spec.in_channels, canvas_size, canvas_size, dtype=torch.uint8)
     masks = torch.empty(n, mask_size, mask_size, dtype=torch.uint8)
     sizes: list[tuple[int, int]] = []
+    decode = _decode
+    if spec.layout == "h5_slices":
+        from dataloaders.h5 import decode_h5_slice as decode
     pool = ThreadPoolExecutor(max(1, num_workers))
     try:
-        decoded = pool.map(lambda s: _decode(spec, s, canvas_size, mask_size), files)
+        decoded = pool.map(lambda s: decode(spec, s, canvas_size, mask_size), files)
         if progress:
             from tqdm import tqdm
 

@@ -39,7 +39,11 @@ class DatasetSpec:
     # "class_folders": <root>/<domain>/<stem>.png with masks <stem><mask_suffix>*.png (several
     #     are merged by pixel-wise max); the last ``test_fraction`` of the sorted samples is the
     #     test set.
-    layout: Literal["split_folders", "class_folders"]
+    # "h5_slices" (SSL4MIS): one domain; <root>/<list> names the cases of each split (see
+    #     ``split_lists``); train cases are 2-D slice files in the first folder of ``slice_dirs``
+    #     that holds them, val/test cases are volumes <root>/<image_subdir>/<case>.h5; each h5
+    #     holds the datasets of ``h5_keys`` (image float in [0, 1], label uint8 class indices).
+    layout: Literal["split_folders", "class_folders", "h5_slices"]
     image_subdir: str
     mask_subdir: str
     mask_suffix: str
@@ -67,6 +71,17 @@ class DatasetSpec:
     # Per-domain training-set sizes hard-coded in the reference (``domain_len``); only a sanity
     # reference for the data check, never used to select files.
     reference_train_counts: tuple[int, ...]
+    # Only for the "h5_slices" layout: split -> list file, slice folders in order of preference,
+    # names of the image and label datasets.
+    split_lists: tuple[tuple[str, str], ...] = ()
+    slice_dirs: tuple[str, ...] = ()
+    h5_keys: tuple[str, str] = ("image", "label")
+    # "images": data.lb_num counts images; "patients": it counts patients, turned into the first
+    # N slices of the train list by ``patient_slices`` (patients -> slices).
+    labeled_unit: Literal["images", "patients"] = "images"
+    patient_slices: tuple[tuple[int, int], ...] = ()
+    # "slice": metrics per 2-D image at patch size; "volume": per whole volume at native size.
+    eval_unit: Literal["slice", "volume"] = "slice"
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +96,22 @@ class DatasetSpec:
     def rotation_fill_class(self) -> int:
         """Class index of the rotation fill value (0 = background for every dataset here)."""
         return dict(self.mask_encoding)[self.rotation_fill]
+
+    def labeled_images(self, lb_num: int) -> int:
+        """Labeled images (slices) for ``lb_num`` in the spec's ``labeled_unit``.
+
+        Raises:
+            ValueError: a patient count that ``patient_slices`` does not list.
+        """
+        if self.labeled_unit == "images":
+            return lb_num
+        table = dict(self.patient_slices)
+        if lb_num not in table:
+            raise ValueError(
+                f"{self.name}: lb_num={lb_num} patients; expected one of {sorted(table)} (the "
+                "patient -> slice table of SSL4MIS)"
+            )
+        return table[lb_num]
 
     def domain_index(self, domain: int | str) -> int:
         """0-based index of a domain given as a 1-based number, a folder name or a title.
@@ -222,8 +253,42 @@ SYNTHETIC = DatasetSpec(
     reference_train_counts=(),
 )
 
+# ACDC cine-MRI (Bernard et al. 2018) as preprocessed by SSL4MIS (Luo et al.): 2-D training
+# slices, whole validation / test volumes; plain semi-supervised segmentation (one domain).
+ACDC = DatasetSpec(
+    name="acdc",
+    domains=("ACDC",),
+    domain_titles=("ACDC",),
+    layout="h5_slices",
+    image_subdir="data",
+    mask_subdir="data",
+    mask_suffix="",
+    test_fraction=0.0,
+    in_channels=1,
+    mask_mode="L",
+    mask_encoding=((0, 0), (1, 1), (2, 2), (3, 3)),
+    class_names=("RV", "MYO", "LV"),
+    eval_regions=(("RV", (1,)), ("MYO", (2,)), ("LV", (3,))),
+    # SSL4MIS trains and predicts at 256 x 256.
+    patch_size=256,
+    foundation_size=512,
+    image_resample="bilinear",
+    intensity_range=(0.1, 2.0),
+    rotation_fill=0,
+    # Not stated in our documents for the paper's SSMIS setting; 30k as SSL4MIS' ACDC runs.
+    max_iterations=30000,
+    # Training slices of the full SSL4MIS set (140 volumes of 70 patients).
+    reference_train_counts=(1312,),
+    split_lists=(("train", "train_slices.list"), ("val", "val.list"), ("test", "test.list")),
+    slice_dirs=("data/slices", "data"),
+    labeled_unit="patients",
+    # SSL4MIS ``patients_to_slices`` for ACDC.
+    patient_slices=((3, 68), (7, 136), (14, 256), (21, 396), (28, 512), (35, 664), (140, 1312)),
+    eval_unit="volume",
+)
+
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (PROSTATE, FUNDUS, MNMS, BUSI, SYNTHETIC)
+    spec.name: spec for spec in (PROSTATE, FUNDUS, MNMS, BUSI, ACDC, SYNTHETIC)
 }
 
 

@@ -32,3 +32,10 @@ def samples_root() -> Path:
 def busi_root() -> Path:
     """``../shared/data/Dataset_BUSI_with_GT``: the full BUSI benign/malignant set."""
     return _require(SHARED_DATA / "Dataset_BUSI_with_GT")
+
+
+@pytest.fixture(scope="session")
+def acdc_root() -> Path:
+    """``../shared/data/acdc-sample``: ACDC in the SSL4MIS h5 layout (10 train, 2 val, 3 test
+    volumes)."""
+    return _require(SHARED_DATA / "acdc-sample")

@@ -179,3 +179,54 @@ def test_region_masks_fundus_like() -> None:
     assert torch.equal(masks[0, 0], labels[0] == 1)
     assert torch.equal(masks[0, 1], labels[0] > 0)
     assert masks[1, 0].sum().item() == 0 and masks[1, 1].sum().item() == 1
+
+
+def _acdc_volume_pairs(root) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(prediction, target) bool volumes per class of the real ACDC test volumes; predictions are
+    the labels shifted by a voxel in z, dilated in-plane or with a far false-positive blob."""
+    import h5py
+    from scipy.ndimage import binary_dilation, shift
+
+    pairs = []
+    for case in (root / "test.list").read_text().split():
+        with h5py.File(root / "data" / f"{case}.h5") as f:
+            label = f["label"][()]
+        for c in (1, 2, 3):
+            target = label == c
+            moved = shift(target.astype(np.uint8), (1, 0, 2), order=0).astype(bool)
+            grown = binary_dilation(target, iterations=2)
+            blob = target.copy()
+            blob[-1, :3, :3] = True  # a far-away false positive on the last slice
+            pairs += [(moved, target), (grown, target), (blob, target)]
+    return pairs
+
+
+def test_volume_metrics_match_medpy_on_real_acdc_volumes(acdc_root) -> None:
+    pairs = _acdc_volume_pairs(acdc_root)
+    shapes = {p.shape for p, _ in pairs}
+    for shape in shapes:
+        group = [(p, t) for p, t in pairs if p.shape == shape]
+        pred = torch.from_numpy(np.stack([p for p, _ in group]))
+        target = torch.from_numpy(np.stack([t for _, t in group]))
+        out = metrics.volume_metrics(pred, target)
+        for i, (p, t) in enumerate(group):
+            assert out["dice"][i].item() == pytest.approx(medpy_binary.dc(p, t), abs=1e-12)
+            assert out["jaccard"][i].item() == pytest.approx(medpy_binary.jc(p, t), abs=1e-12)
+            assert out["hd95"][i].item() == pytest.approx(medpy_binary.hd95(p, t), abs=1e-9)
+            assert out["asd"][i].item() == pytest.approx(medpy_binary.asd(p, t), abs=1e-9)
+    assert len(pairs) == 27 and len(shapes) >= 2
+
+
+def test_volume_surfaces_are_3d_and_slices_stay_2d() -> None:
+    # A 3x3x3 cube: in 3-D only its centre voxel is interior; as 3 slices of 3x3 squares each
+    # slice keeps its centre pixel interior.
+    cube = torch.ones(1, 3, 3, 3, dtype=torch.bool)
+    cube = torch.nn.functional.pad(cube, (1, 1, 1, 1, 1, 1))
+    assert int(metrics.surface(cube).sum()) == 26
+    assert int(metrics.surface(cube[0]).sum()) == 3 * 8
+
+
+def test_volume_metrics_checks_shapes() -> None:
+    vol = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"volume_metrics: pred must be an \(N, D, H, W\)"):
+        metrics.volume_metrics(vol[0], vol[0])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dataloaders.settings import resolve_setting
 from dataloaders.specs import DatasetSpec
 from dataloaders.splits import DataSplits, build_splits
 from dataloaders.transforms import resize_images
@@ -171,8 +172,20 @@ def build_data(
         labeled_bs=config.data.labeled_bs,
         unlabeled_bs=config.data.unlabeled_bs,
         val_fraction=config.data.val_fraction,
+        setting=config.data.setting,
+        unlabeled_domains=config.data.unlabeled_domains,
+        eval_domains=config.data.eval_domains,
         progress=progress,
     )
+
+
+def evaluated_domains(config: Config, spec: DatasetSpec) -> tuple[int, ...]:
+    """0-based domains the config's setting tests (``data.setting``, ``data.eval_domains``)."""
+    data = config.data
+    setting = resolve_setting(
+        spec, data.setting, data.lb_domain, data.lb_num, data.unlabeled_domains, data.eval_domains
+    )
+    return setting.eval_domains
 
 
 def model_predictor(model: nn.Module, input_size: int) -> Predictor:

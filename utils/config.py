@@ -23,7 +23,8 @@ class DataConfig:
     dataset: str = "synthetic"  # a name registered in dataloaders/specs.py
     root: str = "data/synthetic"  # folder holding the dataset's native layout
     lb_domain: str = "1"  # labeled domain: 1-based index or folder name
-    lb_num: int = 20  # number of labeled images, taken from lb_domain
+    # labeled images (patients for ACDC-like specs) from lb_domain; None = all (setting uda)
+    lb_num: int | None = 20
     lb_seed: int | None = None  # None: first lb_num files (sorted), as the reference; int: random
     labeled_bs: int = 4  # labeled images per iteration
     unlabeled_bs: int = 4  # unlabeled images per iteration (copy-paste pairs them: must be equal)
@@ -32,6 +33,10 @@ class DataConfig:
     # > 0: hold out the last ceil(val_fraction * n) train files of each domain; evaluations during
     # training (eval/, best.pt) then use them instead of the test split. 0 = the reference.
     val_fraction: float = 0.0
+    # midss | ssmis | uda | le-uda: default unlabeled / evaluated domains (dataloaders/settings.py)
+    setting: str = "midss"
+    unlabeled_domains: tuple[str, ...] | None = None  # None = the setting's; else names/indices
+    eval_domains: tuple[str, ...] | None = None  # None = the setting's; else names/indices
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Every predictor sees the same batches (each test image is loaded and moved to the device once
 for all models). Metrics are computed per slice at patch resolution by :mod:`utils.metrics`
 and aggregated as the reference's evaluation (``test()`` in its ``train.py``) does for the
-paper's tables:
+paper's tables. A :class:`~dataloaders.h5.VolumeDataset` domain (ACDC) is evaluated per volume
+instead (:mod:`utils.volumes`: 3-D metrics at native size, voxel units); "slice" then reads
+"volume" below, and its domain entry also holds ``"volumes": {name: {region: {metric}}}``:
 
 - per domain and region: the mean over slices (nan-mean for hd95/asd, whose value is undefined
   when prediction and target are both empty; NaN if undefined for every slice);
@@ -44,8 +46,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dataloaders.h5 import VolumeDataset
 from dataloaders.specs import DatasetSpec
 from utils.metrics import region_masks, slice_metrics
+from utils.volumes import evaluate_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -102,48 +106,83 @@ def evaluate(
             f"and {len(test_sets)}"
         )
     device = torch.device(device)
-    regions = [classes for _, classes in spec.eval_regions]
     per_model: dict[str, dict[str, dict]] = {name: {} for name in predictors}
     for domain, dataset in test_sets.items():
-        loader = _loader(dataset, domain, spec, batch_size, num_workers, device, progress)
-        collected: dict[str, list[dict[str, Tensor]]] = {name: [] for name in predictors}
-        for batch in loader:
-            images, target = _batch_to_device(batch, domain, spec, patch_size, device)
-            target_regions = region_masks(target, regions)
-            for name, predictor in predictors.items():
-                pred = _predict(predictor, images, name, spec, patch_size)
-                metrics = _region_metrics(region_masks(pred, regions), target_regions, penalty)
-                collected[name].append(metrics)
-                if on_batch is not None:
-                    payload = {
-                        "images": images,
-                        "pred": pred,
-                        "target": target,
-                        "indices": torch.as_tensor(batch["index"]).long().to(device),
-                        "names": _names(dataset, batch),
-                        "metrics": metrics,
-                    }
-                    on_batch(name, domain, payload)
+        _check_domain(dataset, domain, spec)
+        volumes = dataset.names if isinstance(dataset, VolumeDataset) else None
+        if volumes is not None:
+            collected = evaluate_volumes(
+                predictors,
+                dataset,
+                domain,
+                spec,
+                device=device,
+                batch_size=batch_size,
+                penalty=penalty,
+                on_batch=on_batch,
+            )
+        else:
+            loader = _loader(dataset, domain, batch_size, num_workers, device, progress)
+            collected = _evaluate_slices(
+                predictors, loader, dataset, domain, spec, patch_size, device, penalty, on_batch
+            )
         for name, batches in collected.items():
             values = {k: torch.cat([m[k] for m in batches]) for k in batches[0]}
-            per_model[name][domain] = _domain_summary(values, spec.region_names)
-        logger.debug("evaluated %d %s slices of %s", len(dataset), spec.name, domain)
+            summary = _domain_summary(values, spec.region_names)
+            if volumes is not None:
+                summary["volumes"] = _per_item(values, volumes, spec.region_names)
+            per_model[name][domain] = summary
+        logger.debug("evaluated %d %s items of %s", len(dataset), spec.name, domain)
     return {
         name: {"penalty": float(penalty), "domains": domains, "mean": _overall(domains)}
         for name, domains in per_model.items()
     }
 
 
-def _loader(
+def _evaluate_slices(
+    predictors: Mapping[str, Predictor],
+    loader: Iterable[dict],
     dataset: Dataset,
     domain: str,
     spec: DatasetSpec,
-    batch_size: int,
-    num_workers: int,
+    patch_size: int,
     device: torch.device,
-    progress: bool,
-) -> Iterable[dict]:
-    """Checks the domain and returns its batches in dataset order (with a bar on request)."""
+    penalty: float,
+    on_batch: BatchCallback | None,
+) -> dict[str, list[dict[str, Tensor]]]:
+    """Per predictor, the per-slice metrics of every batch of one domain (see :func:`evaluate`)."""
+    regions = [classes for _, classes in spec.eval_regions]
+    collected: dict[str, list[dict[str, Tensor]]] = {name: [] for name in predictors}
+    for batch in loader:
+        images, target = _batch_to_device(batch, domain, spec, patch_size, device)
+        target_regions = region_masks(target, regions)
+        for name, predictor in predictors.items():
+            pred = _predict(predictor, images, name, spec, patch_size)
+            metrics = _region_metrics(region_masks(pred, regions), target_regions, penalty)
+            collected[name].append(metrics)
+            if on_batch is not None:
+                payload = {
+                    "images": images,
+                    "pred": pred,
+                    "target": target,
+                    "indices": torch.as_tensor(batch["index"]).long().to(device),
+                    "names": _names(dataset, batch),
+                    "metrics": metrics,
+                }
+                on_batch(name, domain, payload)
+    return collected
+
+
+def _per_item(values: dict[str, Tensor], names: list[str], region_names: tuple[str, ...]) -> dict:
+    """{item name: {region: {metric: float}}} of (n, R) metric tensors (one read-back)."""
+    host = {k: values[k].tolist() for k in METRICS}
+    return {
+        item: {r: {k: float(host[k][i][j]) for k in METRICS} for j, r in enumerate(region_names)}
+        for i, item in enumerate(names)
+    }
+
+
+def _check_domain(dataset: Dataset, domain: str, spec: DatasetSpec) -> None:
     if domain not in spec.domains:
         raise ValueError(
             f"evaluate: unknown {spec.name} domain {domain!r}; expected one of "
@@ -151,6 +190,17 @@ def _loader(
         )
     if len(dataset) == 0:
         raise ValueError(f"evaluate: the {spec.name} test set of domain {domain!r} is empty")
+
+
+def _loader(
+    dataset: Dataset,
+    domain: str,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    progress: bool,
+) -> Iterable[dict]:
+    """The domain's batches in dataset order (with a bar on request)."""
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -302,6 +352,32 @@ def format_table(results: Mapping[str, dict], spec: DatasetSpec) -> str:
     return "\n\n".join(_model_table(name, result, spec) for name, result in results.items())
 
 
+def format_class_table(results: Mapping[str, dict]) -> str:
+    """Per model, an SSL4MIS-style table: one row per class and ``mean``, columns Dice and
+    Jaccard (x100), HD95 and ASD (voxels), averaged over volumes (then over domains)."""
+    blocks = []
+    for model, result in results.items():
+        rows = [["class", "Dice", "Jaccard", "HD95 (vox)", "ASD (vox)"]]
+        table = result["mean"]
+        items = [*table["regions"].items(), ("mean", table["mean"])]
+        for region, values in items:
+            rows.append([region, *(_number(values[k], s) for k, s in _CLASS_COLUMNS)])
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+            for r in rows
+        ]
+        volumes = table["n"]
+        blocks.append("\n".join([f"{model} (per volume, mean over {volumes} volumes):", *lines]))
+    return "\n\n".join(blocks)
+
+
+# (metric, scale) of the per-class table: Dice and Jaccard x100, distances as they are.
+_CLASS_COLUMNS = (("dice", 100.0), ("jaccard", 100.0), ("hd95", 1.0), ("asd", 1.0))
+
+
 def _model_table(name: str, result: dict, spec: DatasetSpec) -> str:
     regions = list(result["mean"]["regions"])
     header = ["domain", *(f"Dice {r}" for r in regions)]
@@ -318,7 +394,7 @@ def _model_table(name: str, result: dict, spec: DatasetSpec) -> str:
         for row in [header, *rows]
     ]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join([f"{name}:", *lines, *_footnote(result, regions)])
+    return "\n".join([f"{name}:", *lines, *_footnote(result, regions, spec)])
 
 
 def _cells(values: dict, regions: list[str]) -> list[str]:
@@ -339,14 +415,15 @@ def _title(spec: DatasetSpec, domain: str) -> str:
     return domain if title == domain else f"{domain} ({title})"
 
 
-def _footnote(result: dict, regions: list[str]) -> list[str]:
+def _footnote(result: dict, regions: list[str], spec: DatasetSpec) -> list[str]:
+    items, unit = ("volumes", "voxels") if spec.eval_unit == "volume" else ("slices", "px")
     penalty = result.get("penalty")
-    penalty_text = "the penalty" if penalty is None else f"{penalty:g} px"
+    penalty_text = "the penalty" if penalty is None else f"{penalty:g} {unit}"
     lines = []
     for region in regions:
         c = result["mean"]["regions"][region]["counts"]
         lines.append(
-            f"  {region}: {c['n']} slices; empty: {c['empty_target']} targets, "
+            f"  {region}: {c['n']} {items}; empty: {c['empty_target']} targets, "
             f"{c['empty_pred']} predictions; both empty {c['both_empty']} (Dice 1, HD95/ASD "
             f"skipped); missed {c['missed']}, false positive {c['false_positive']} (Dice 0, "
             f"HD95/ASD {penalty_text})"

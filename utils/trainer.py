@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -637,7 +638,11 @@ class Trainer:
         for per_model in by_domain.values():
             first = next(iter(per_model.values()))
             n = min(2, len(first["target"]))
-            images = resize_images(first["images"][:n].float().cpu(), self.sizes.patch)
+            # To the labels' size: the patch, or a volume's native in-plane size (H, W).
+            size = tuple(first["target"].shape[-2:])
+            images = F.interpolate(
+                first["images"][:n].float().cpu(), size=size, mode="bilinear", antialias=True
+            )
             preds = [p["pred"][:n].cpu() for p in per_model.values()]
             rows.append(
                 prediction_grid(images, first["target"][:n].cpu(), preds, self.spec.num_classes + 1)
