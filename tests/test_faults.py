@@ -369,7 +369,10 @@ def check(spec: DatasetSpec, root: Path, lb_num: int = 2, labeled_bs: int = 2) -
     return check_data([*args, "--labeled_bs", str(labeled_bs), "--no_progress"])
 
 
-SPECS = pytest.mark.parametrize("spec", list(DATASETS.values()), ids=list(DATASETS))
+# The PNG layouts; the h5 layout's faults (missing dataset, label outside 0..3, a listed case
+# without its file, a file that is not h5) are tested on the real ACDC sample in test_h5.py.
+PNG_SPECS = {name: s for name, s in DATASETS.items() if s.layout in NATIVE_TREES}
+SPECS = pytest.mark.parametrize("spec", list(PNG_SPECS.values()), ids=list(PNG_SPECS))
 
 
 @SPECS
