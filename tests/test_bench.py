@@ -181,7 +181,7 @@ def test_host_profile_finds_a_host_read_in_the_step(tmp_path, monkeypatch):
 
     def step_with_a_read(*args, **kwargs):
         out = original(*args, **kwargs)
-        float(out.loss)  # as a stray .item() would
+        float(out.loss.detach())  # as a stray .item() would
         return out
 
     monkeypatch.setattr("scripts.host_profile.synfoc_step", step_with_a_read)
