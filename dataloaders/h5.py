@@ -9,7 +9,7 @@
 Slices are resized to the training canvas like every other dataset (images bilinearly, then
 quantised to uint8 as the shared cache stores them: an error of at most 1/510; labels
 nearest-exact). Volumes keep their native in-plane size: evaluation predicts each slice at the
-canvas and resizes the logits back (``utils.volumes``).
+canvas and resizes the logits back (``evaluation.volumes``).
 """
 
 from __future__ import annotations

@@ -42,10 +42,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.specs import DatasetSpec, get_spec  # noqa: E402
+from engine.config import Config, load_config  # noqa: E402
+from engine.trainer import PHASES  # noqa: E402
 from scripts.host_profile import host_profile, phase_hook, summary, uncompiled  # noqa: E402
-from utils.config import Config, load_config  # noqa: E402
 from utils.host_reads import HostReadRecorder  # noqa: E402
-from utils.trainer import PHASES  # noqa: E402
 
 # bench name -> (config file, overrides, train images per domain, test images per domain)
 BENCHES = {
@@ -169,7 +169,7 @@ def time_back_to_back(trainer, count: int) -> float:
 
 
 def time_phases(trainer, count: int) -> dict[str, float]:
-    """Median seconds of each phase of ``Trainer.iterate`` (``utils.trainer.PHASES``),
+    """Median seconds of each phase of ``Trainer.iterate`` (``engine.trainer.PHASES``),
     synchronised around every phase (so their sum exceeds an unsynchronised iteration).
     ``batches`` = draw, gather, augment and resize one labeled and one unlabeled batch from the
     data already on the device; ``diagnostics`` = the scalars and pseudo-label Dice summed on
@@ -489,7 +489,7 @@ def compile_backend(backend: str) -> Iterator[None]:
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from utils.trainer import Trainer
+    from engine.trainer import Trainer
 
     spec = get_spec(load_config(BENCHES[name][0]).data.dataset)
     _, _, train, test = BENCHES[name]
@@ -499,7 +499,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         config = bench_config(name, root, args)
         with compile_backend(args.compile_backend):
             trainer = Trainer(config, Path(tmp) / "run", progress=False)
-        trainer._train_modes()
+        trainer.train_modes()
         return measure(name, trainer, args)
 
 

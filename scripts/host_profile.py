@@ -5,7 +5,7 @@ Used by ``scripts/bench.py --host_profile DIR``; runs on the CPU and on CUDA. Pe
 - **host time**: wall-clock (``perf_counter``) and CPU (``process_time``) seconds until
   ``Trainer.iterate`` returns, the device idle at the start. On CUDA that is the time the host
   needs to issue the iteration; on the CPU it includes the kernels' own arithmetic.
-- **operators dispatched**, per phase (``utils.trainer.PHASES``), on the uncompiled step: each is
+- **operators dispatched**, per phase (``engine.trainer.PHASES``), on the uncompiled step: each is
   a host call and most launch a kernel on a GPU (``utils.host_reads.HostReadRecorder``), with the
   host reads it finds (none may occur in an iteration);
 - **profiler counts**: ATen operators called from Python (top level, not those inside another
@@ -15,7 +15,7 @@ Used by ``scripts/bench.py --host_profile DIR``; runs on the CPU and on CUDA. Pe
 - **Python**: function calls and interpreter seconds by ``cProfile`` (its own overhead inflates
   the time; the counts are exact), ``nn.Module`` calls, and the top functions and files, written
   to ``DIR/host_profile_<variant>.txt``;
-- **the logging interval's work** (``Trainer._log``: the meter's read-back, TensorBoard,
+- **the logging interval's work** (``Trainer.write_logs``: the meter's read-back, TensorBoard,
   histograms, the per-domain pseudo-label Dice), timed and counted once and divided by
   ``train.log_interval``;
 - on CUDA, the synchronisations that ``torch.cuda.set_sync_debug_mode("warn")`` reports.
@@ -38,9 +38,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from engine.trainer import PHASES, untimed_phase
+from method.step import synfoc_step
 from utils.host_reads import HostReadRecorder
-from utils.synfoc import synfoc_step
-from utils.trainer import PHASES, untimed_phase
 
 # CUDA runtime and driver calls in a torch.profiler trace, by what they do.
 LAUNCH_EVENTS = {"cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx"}
@@ -206,7 +206,7 @@ def _stats_text(stats: pstats.Stats, by_file: Counter[str], count: int) -> str:
 
 
 def log_interval_cost(trainer) -> dict[str, Any]:
-    """One ``Trainer._log`` after an iteration (the meter then holds one step; its read-back
+    """One ``Trainer.write_logs`` after an iteration (the meter then holds one step; its read-back
     costs the same for 50), timed and counted; divided by ``train.log_interval`` for the
     per-iteration share. Its host reads are the interval's one intended read-back."""
     out = trainer.iterate()
@@ -215,7 +215,7 @@ def log_interval_cost(trainer) -> dict[str, Any]:
         synchronize(trainer.device)
         start = time.perf_counter()
         with recorder:
-            trainer._log(out, tqdm(disable=True))
+            trainer.write_logs(out, tqdm(disable=True))
         synchronize(trainer.device)
         seconds = time.perf_counter() - start
     interval = trainer.config.train.log_interval

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-import train
 from dataloaders.specs import get_spec
-from utils.config import Config, ConfigError, load_config
+from engine.config import Config, ConfigError, load_config
+from engine.runs import check_config, default_run_name
 
 # Methods by name: the --set overrides that make them (as in scripts/busi_table6.sh and the
 # README's ablation table).
@@ -191,10 +191,10 @@ def make_point(path: Path, config_file: str, overrides: list[str], label: str, o
     """A point's run folder, named as train.py names a run (``<out>/<dataset>/<name>``)."""
     try:
         config = load_config(config_file, overrides)
-        train.check_config(config)
+        check_config(config)
     except ConfigError as error:
         raise SweepError(f"{path}: point {label}: {error}") from None
-    name = config.train.name or train.default_run_name(config, overrides)
+    name = config.train.name or default_run_name(config, overrides)
     iterations = config.train.max_iterations or get_spec(config.data.dataset).max_iterations
     run_dir = out / config.data.dataset / name
     return Point(config_file, tuple(overrides), label, run_dir, iterations)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from utils.trainer import Trainer
+    from engine.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,15 +46,15 @@ def make_trainer(
     """A ``Trainer`` of ``config_file`` (the demo's: synthetic data) made tiny, on the data at
     ``data_root``, writing to ``run_dir``, with its models in training modes (as ``fit`` sets
     them)."""
-    from utils.config import load_config
-    from utils.trainer import Trainer
+    from engine.config import load_config
+    from engine.trainer import Trainer
 
     config = load_config(
         config_file,
         [*TINY_OVERRIDES, f"train.device={device}", f"data.root={data_root}", *overrides],
     )
     trainer = Trainer(config, run_dir, progress=False)
-    trainer._train_modes()
+    trainer.train_modes()
     return trainer
 
 

@@ -162,7 +162,7 @@ def test_host_profile_of_two_tiny_iterations(tmp_path):
     assert host["sync_warnings"] is None and "kernel_launches" not in host  # CUDA only
     table = (profile_dir / "host_profile_tiny.txt").read_text()
     assert "host reads in the iteration: none" in table
-    assert "functions by tottime" in table and "utils/trainer.py" in table
+    assert "functions by tottime" in table and "engine/trainer.py" in table
 
 
 def test_host_profile_finds_a_host_read_in_the_step(tmp_path, monkeypatch):
@@ -170,8 +170,8 @@ def test_host_profile_finds_a_host_read_in_the_step(tmp_path, monkeypatch):
     from helpers import make_trainer
 
     from dataloaders.synthetic import generate_synthetic
+    from engine import trainer as trainer_module
     from scripts.host_profile import dispatch_counts
-    from utils import trainer as trainer_module
 
     root = generate_synthetic(
         tmp_path / "data", seed=0, train_per_domain=8, test_per_domain=1, size=64

@@ -16,7 +16,7 @@ from helpers import graphed_compile, make_trainer
 from torch._dynamo.utils import counters
 
 from dataloaders.synthetic import generate_synthetic
-from utils.synfoc import synfoc_step
+from method.step import synfoc_step
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from segment_anything.modeling.image_encoder import Attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from dataloaders.synthetic import generate_synthetic
+from engine.trainer import Trainer
+from evaluation.metrics import slice_metrics
 from networks.sam import SDPAttention
-from utils.metrics import slice_metrics
-from utils.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -69,7 +69,7 @@ def test_evaluation_runs_on_the_device(trainer: Trainer) -> None:
 
 
 def test_checkpoint_round_trip_on_the_device(trainer: Trainer, tmp_path: Path) -> None:
-    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from engine.checkpoint import load_checkpoint, save_checkpoint
 
     save_checkpoint(trainer.state(), tmp_path / "last.pt")
     state = load_checkpoint(tmp_path / "last.pt", map_location="cuda")

@@ -1,4 +1,4 @@
-"""Mean Teacher EMA (utils/ema.py)."""
+"""Mean Teacher EMA (engine/ema.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.ema import ema_decay, ema_update, make_teacher
+from engine.ema import ema_decay, ema_update, make_teacher
 
 
 class Net(nn.Module):
@@ -96,7 +96,7 @@ def test_mismatched_teacher_is_an_error() -> None:
 def test_tensors_matched_once_update_as_the_modules_do():
     """The trainer matches the tensors once (ema_tensors) and lerps them every step; that equals
     ema_update on the modules, also after load_state_dict wrote new values into the student."""
-    from utils.ema import ema_lerp, ema_tensors
+    from engine.ema import ema_lerp, ema_tensors
 
     student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     by_modules, by_tensors = make_teacher(student), make_teacher(student)

@@ -1,4 +1,5 @@
-"""utils.evaluation: aggregation as the paper's tables, empty counts, callbacks and outputs."""
+"""evaluation.evaluate, summary and report: aggregation as the paper's tables, empty counts,
+callbacks and outputs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from dataloaders.specs import FUNDUS, PROSTATE, SYNTHETIC
-from utils.evaluation import evaluate, format_table, results_to_csv, to_json_ready
+from evaluation.evaluate import evaluate
+from evaluation.report import format_table, results_to_csv, to_json_ready
 
 P = 16  # patch size of the tiny test sets
 LEVEL = 60  # image gray level per class index: the oracle reads the mask back from the image

@@ -37,8 +37,8 @@ from dataloaders.__main__ import main as check_data
 from dataloaders.datasets import scan_split
 from dataloaders.specs import DATASETS, SYNTHETIC, DatasetSpec
 from dataloaders.synthetic import generate_synthetic
-from utils.checkpoint import load_checkpoint
-from utils.trainer import DivergedError
+from engine.checkpoint import load_checkpoint
+from engine.guards import DivergedError
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,7 @@ def test_nonfinite_weights_are_never_checkpointed(data_root: Path, tmp_path: Pat
     before a checkpoint write finds them although no log came in between."""
     trainer = make_trainer(data_root, tmp_path / "run")
     trainer.iterate()
-    trainer._save_checkpoints("last")
+    trainer.save_checkpoints("last")
     before = checkpoint_bytes(tmp_path / "run")
     trainer.iterate()
     with torch.no_grad():
@@ -264,7 +264,7 @@ def test_nonfinite_weights_are_never_checkpointed(data_root: Path, tmp_path: Pat
     with pytest.raises(
         DivergedError, match=r"weights of unet not finite after step 2 .*last.pt: step 1"
     ):
-        trainer._save_checkpoints("last")
+        trainer.save_checkpoints("last")
     assert checkpoint_bytes(tmp_path / "run") == before
 
 

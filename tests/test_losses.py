@@ -1,4 +1,4 @@
-"""Hand-computed checks of the segmentation and CDCR losses (utils/losses.py)."""
+"""Hand-computed checks of the segmentation and CDCR losses (method/losses.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from utils.losses import (
+from method.losses import (
     consensus_divergence_losses,
     consistency_mse,
     masked_cross_entropy,

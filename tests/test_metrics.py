@@ -1,4 +1,5 @@
-"""utils.metrics against medpy 0.5.2 (the reference's metric library) and the empty-mask policy."""
+"""evaluation.metrics and evaluation.distances against medpy 0.5.2 (the reference's metric library)
+and the empty-mask policy."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from medpy.metric import binary as medpy_binary
 from scipy.ndimage import gaussian_filter
 
-from utils import metrics
-from utils.metrics import region_masks, slice_metrics
+from evaluation import distances, metrics
+from evaluation.metrics import region_masks, slice_metrics
 
 
 def _blobs(rng: np.random.Generator, n: int, h: int, w: int, sigma: float) -> np.ndarray:
@@ -124,8 +125,8 @@ def test_small_chunks_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> N
     pred = np.concatenate([pred, _blobs(rng, 4, 60, 45, 3.0) | pred[:1]])
     target = np.concatenate([target, _blobs(rng, 4, 60, 45, 3.0) | target[:1]])
     expected = slice_metrics(torch.from_numpy(pred), torch.from_numpy(target))
-    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 5)
-    monkeypatch.setattr(metrics, "_WINDOWS", ())
+    monkeypatch.setattr(distances, "_CHUNK_ELEMENTS", 5)
+    monkeypatch.setattr(distances, "_WINDOWS", ())
     got = slice_metrics(torch.from_numpy(pred), torch.from_numpy(target))
     for name in ("dice", "jaccard", "hd95", "asd"):
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
@@ -222,8 +223,8 @@ def test_volume_surfaces_are_3d_and_slices_stay_2d() -> None:
     # slice keeps its centre pixel interior.
     cube = torch.ones(1, 3, 3, 3, dtype=torch.bool)
     cube = torch.nn.functional.pad(cube, (1, 1, 1, 1, 1, 1))
-    assert int(metrics.surface(cube).sum()) == 26
-    assert int(metrics.surface(cube[0]).sum()) == 3 * 8
+    assert int(distances.surface(cube).sum()) == 26
+    assert int(distances.surface(cube[0]).sum()) == 3 * 8
 
 
 def test_volume_metrics_checks_shapes() -> None:

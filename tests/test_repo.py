@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dataloaders.specs import get_spec
-from utils.config import config_to_dict, load_config
+from engine.config import config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

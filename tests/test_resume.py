@@ -15,10 +15,11 @@ from test_train_e2e import train
 
 import train as train_cli
 from dataloaders.synthetic import generate_synthetic
-from utils.build import select_device
-from utils.checkpoint import load_checkpoint
-from utils.config import ConfigError, load_config
-from utils.trainer import Trainer
+from engine.build import select_device
+from engine.checkpoint import load_checkpoint
+from engine.config import ConfigError, load_config
+from engine.runs import default_run_name
+from engine.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _name(*overrides: str) -> str:
     config = load_config("configs/demo.yaml", list(overrides))
-    return train_cli.default_run_name(config, list(overrides))
+    return default_run_name(config, list(overrides))
 
 
 def test_run_name_shows_ablation_overrides() -> None:

@@ -1,4 +1,4 @@
-"""lambda(t) and the foundation learning rate (utils/schedules.py)."""
+"""lambda(t) and the foundation learning rate (method/schedules.py, engine/optim.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from helpers import make_trainer
 
 from dataloaders.synthetic import generate_synthetic
-from utils.schedules import consistency_ramp, foundation_lr, ramp_phase
+from engine.optim import foundation_lr
+from method.schedules import consistency_ramp, ramp_phase
 
 
 @pytest.mark.parametrize(

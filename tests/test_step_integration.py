@@ -10,13 +10,9 @@ import torch
 from helpers import make_trainer
 
 from dataloaders.synthetic import generate_synthetic
-from utils.synfoc import draw_step_boxes, synfoc_step
-from utils.trainer import (
-    DOMAIN_DICE_TERMS,
-    ScalarMeter,
-    pooled_dice_terms,
-    pooled_region_dice,
-)
+from engine.diagnostics import DOMAIN_DICE_TERMS, pooled_dice_terms, pooled_region_dice
+from engine.meter import ScalarMeter
+from method.step import draw_step_boxes, synfoc_step
 
 
 def draws(trainer):
@@ -73,14 +69,14 @@ def test_thirty_steps_reduce_the_supervised_loss(data_root, tmp_path) -> None:
 def test_pseudo_label_dice_is_averaged_over_the_logging_interval(data_root, tmp_path) -> None:
     trainer = make_trainer(data_root, tmp_path / "run")
     per_step = []
-    compute = trainer._pseudo_label_dice
+    compute = trainer.diagnostics
 
     def recording(out, gt):
         scalars = compute(out, gt)
         per_step.append({name: float(value) for name, value in scalars.items() if value.dim() == 0})
         return scalars
 
-    trainer._pseudo_label_dice = recording
+    trainer.diagnostics = recording
     for _ in range(3):
         trainer.iterate()
     logged = trainer.meter.read()
@@ -94,16 +90,16 @@ def test_pseudo_label_dice_is_averaged_over_the_logging_interval(data_root, tmp_
 def test_domain_dice_is_pooled_over_each_domains_images_in_the_interval(data_root, tmp_path):
     trainer = make_trainer(data_root, tmp_path / "run")
     seen = []  # (ensemble pseudo-labels, ground truth, domains) of every step
-    compute = trainer._pseudo_label_dice
+    compute = trainer.diagnostics
 
     def recording(out, truth):
         seen.append((out.pseudo_labels["ensemble"], truth.masks, truth.domains))
         return compute(out, truth)
 
-    trainer._pseudo_label_dice = recording
+    trainer.diagnostics = recording
     for _ in range(4):
         trainer.iterate()
-    logged = trainer._domain_dice(trainer.meter.read()[DOMAIN_DICE_TERMS])
+    logged = compute.by_domain(trainer.meter.read()[DOMAIN_DICE_TERMS])
     labels, gt, domains = (torch.cat(parts) for parts in zip(*seen))
     expected = {}
     for g, domain in enumerate(trainer.spec.domains):

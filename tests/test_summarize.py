@@ -16,7 +16,7 @@ DOMAINS = ("benign", "malignant")
 
 
 def result(dice: float) -> dict[str, Any]:
-    """One model's results in the layout of utils.evaluation, every domain at ``dice``."""
+    """One model's results in the layout of evaluation.evaluate, every domain at ``dice``."""
     metrics = {"dice": dice, "jaccard": dice - 0.1, "hd95": 5.0, "asd": 1.0}
     return {
         "domains": {d: {"n": 2, "mean": dict(metrics)} for d in DOMAINS},

@@ -10,11 +10,11 @@ import yaml
 from helpers import REPO, write_tiny_sweep
 
 from dataloaders.synthetic import generate_synthetic
+from engine.checkpoint import load_checkpoint
+from engine.trainer import Trainer
 from scripts import sweep as sweep_cli
 from scripts.sweep_jobs import sweep_status
 from scripts.sweep_plan import METHODS, load_sweep
-from utils.checkpoint import load_checkpoint
-from utils.trainer import Trainer
 
 DEBUG = {"kind": "debug"}
 GRID = {"method": ["suponly", "synfoc"], "train.seed": [1, 2]}

@@ -18,11 +18,11 @@ import pytest
 from helpers import write_tiny_sweep
 
 from dataloaders.synthetic import generate_synthetic
+from engine.checkpoint import load_checkpoint
 from scripts import sweep as sweep_cli
 from scripts.ci.cluster import Cluster, ClusterError, start_cluster, unavailable_reason
 from scripts.sweep_jobs import read_records, sweep_status
 from scripts.sweep_plan import Point, load_sweep
-from utils.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slurm
 SLURM = {"kind": "slurm", "partition": "debug", "time": 10, "cpus": 1}

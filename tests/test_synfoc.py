@@ -1,4 +1,4 @@
-"""SynFoC method functions and the step (utils/smc.py, utils/copy_paste.py, utils/synfoc.py),
+"""SynFoC method functions and the step (method/smc.py, method/copy_paste.py, method/step.py),
 with tiny stand-in models on the CPU."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.config import MethodConfig
-from utils.copy_paste import box_mask, boxes_from_draws, draw_boxes, paste, sample_boxes
-from utils.ema import make_teacher
-from utils.smc import (
+from engine.ema import make_teacher
+from method.batches import LabeledBatch, Models, UnlabeledBatch, Views
+from method.config import MethodConfig, expected_scalar_keys, validate_method
+from method.copy_paste import box_mask, boxes_from_draws, draw_boxes, paste, sample_boxes
+from method.smc import (
     ensemble_alpha,
     ensemble_probs,
     mutual_confidence,
@@ -25,19 +26,7 @@ from utils.smc import (
     resize_probs,
     self_confidence,
 )
-from utils.synfoc import (
-    LabeledBatch,
-    Models,
-    UnlabeledBatch,
-    Views,
-    _mix,
-    _Target,
-    _Teaching,
-    draw_step_boxes,
-    expected_scalar_keys,
-    synfoc_step,
-    validate_method,
-)
+from method.step import _mix, _Target, _Teaching, draw_step_boxes, synfoc_step
 
 K = 3  # background + 2 classes
 

@@ -17,8 +17,9 @@ from PIL import Image
 import test as test_cli
 import train as train_cli
 from dataloaders.synthetic import generate_synthetic
-from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from utils.trainer import Trainer
+from engine.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from engine.evaluate_run import prediction_filename
+from engine.trainer import Trainer
 
 TINY = [arg for o in TINY_OVERRIDES for arg in ("--set", o)] + ["--device", "cpu", "--no_progress"]
 
@@ -100,9 +101,9 @@ def test_test_cli_teachers_and_single_model(run_dir: Path, data_root: Path) -> N
 
 
 def test_prediction_filename_drops_the_domain_folder() -> None:
-    assert test_cli.prediction_filename("benign/benign (5)", "benign") == "benign (5).png"
-    assert test_cli.prediction_filename("BIDMC/00_00", "BIDMC") == "00_00.png"
-    assert test_cli.prediction_filename("17", "siteA") == "17.png"  # index fallback
+    assert prediction_filename("benign/benign (5)", "benign") == "benign (5).png"
+    assert prediction_filename("BIDMC/00_00", "BIDMC") == "00_00.png"
+    assert prediction_filename("17", "siteA") == "17.png"  # index fallback
 
 
 def test_test_cli_accepts_a_checkpoint_file_as_run(run_dir: Path, capsys, caplog) -> None:

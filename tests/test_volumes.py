@@ -1,4 +1,4 @@
-"""Per-volume evaluation (utils.volumes through utils.evaluation.evaluate) on real ACDC volumes."""
+"""Per-volume evaluation (evaluation.volumes through evaluation.evaluate) on real ACDC volumes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from medpy.metric import binary as medpy_binary
 
 from dataloaders.specs import ACDC
 from dataloaders.splits import build_test_sets
-from utils.evaluation import evaluate, format_class_table, format_table
+from evaluation.evaluate import evaluate
+from evaluation.report import format_class_table, format_table
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
-"""Per-domain, per-region evaluation tables, shared by training and ``test.py``.
+"""Evaluation of predictors over the test (or validation) sets of every domain, shared by
+training and ``test.py``.
 
 Every predictor sees the same batches (each test image is loaded and moved to the device once
-for all models). Metrics are computed per slice at patch resolution by :mod:`utils.metrics`
+for all models). Metrics are computed per slice at patch resolution by :mod:`evaluation.metrics`
 and aggregated as the reference's evaluation (``test()`` in its ``train.py``) does for the
 paper's tables. A :class:`~dataloaders.h5.VolumeDataset` domain (ACDC) is evaluated per volume
-instead (:mod:`utils.volumes`: 3-D metrics at native size, voxel units); "slice" then reads
+instead (:mod:`evaluation.volumes`: 3-D metrics at native size, voxel units); "slice" then reads
 "volume" below, and its domain entry also holds ``"volumes": {name: {region: {metric}}}``:
 
 - per domain and region: the mean over slices (nan-mean for hd95/asd, whose value is undefined
@@ -13,7 +14,7 @@ instead (:mod:`utils.volumes`: 3-D metrics at native size, voxel units); "slice"
   as a large one), skipping NaN;
 - ``mean``: the mean over regions of those values, skipping NaN.
 
-The empty-mask policy is that of :mod:`utils.metrics`; the counts of empty targets, empty
+The empty-mask policy is that of :mod:`evaluation.metrics`; the counts of empty targets, empty
 predictions, both empty, missed structures and false positives are reported with every value.
 
 Result layout (per predictor name; JSON-ready after :func:`to_json_ready`)::
@@ -34,12 +35,8 @@ fractions in [0, 1] (tables print them x100); hd95 and asd are in pixels.
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +45,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataloaders.h5 import VolumeDataset
 from dataloaders.specs import DatasetSpec
-from utils.metrics import region_masks, slice_metrics
-from utils.volumes import evaluate_volumes
+from evaluation.metrics import region_masks, slice_metrics
+from evaluation.summary import domain_summary, overall_summary, per_item_metrics
+from evaluation.volumes import evaluate_volumes
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +55,6 @@ logger = logging.getLogger(__name__)
 Predictor = Callable[[Tensor], Tensor]
 # on_batch(model name, domain folder name, payload); see :func:`evaluate`.
 BatchCallback = Callable[[str, str, dict], None]
-
-METRICS = ("dice", "jaccard", "hd95", "asd")
-COUNTS = ("n", "empty_target", "empty_pred", "both_empty", "one_empty", "missed", "false_positive")
 
 
 @torch.no_grad()
@@ -109,17 +104,10 @@ def evaluate(
     per_model: dict[str, dict[str, dict]] = {name: {} for name in predictors}
     for domain, dataset in test_sets.items():
         _check_domain(dataset, domain, spec)
-        volumes = dataset.names if isinstance(dataset, VolumeDataset) else None
-        if volumes is not None:
+        options = dict(batch_size=batch_size, penalty=penalty, on_batch=on_batch)
+        if isinstance(dataset, VolumeDataset):
             collected = evaluate_volumes(
-                predictors,
-                dataset,
-                domain,
-                spec,
-                device=device,
-                batch_size=batch_size,
-                penalty=penalty,
-                on_batch=on_batch,
+                predictors, dataset, domain, spec, device=device, **options
             )
         else:
             loader = _loader(dataset, domain, batch_size, num_workers, device, progress)
@@ -127,16 +115,24 @@ def evaluate(
                 predictors, loader, dataset, domain, spec, patch_size, device, penalty, on_batch
             )
         for name, batches in collected.items():
-            values = {k: torch.cat([m[k] for m in batches]) for k in batches[0]}
-            summary = _domain_summary(values, spec.region_names)
-            if volumes is not None:
-                summary["volumes"] = _per_item(values, volumes, spec.region_names)
-            per_model[name][domain] = summary
+            per_model[name][domain] = _summarise_domain(batches, dataset, spec)
         logger.debug("evaluated %d %s items of %s", len(dataset), spec.name, domain)
     return {
-        name: {"penalty": float(penalty), "domains": domains, "mean": _overall(domains)}
+        name: {"penalty": float(penalty), "domains": domains, "mean": overall_summary(domains)}
         for name, domains in per_model.items()
     }
+
+
+def _summarise_domain(
+    batches: list[dict[str, Tensor]], dataset: Dataset, spec: DatasetSpec
+) -> dict:
+    """One domain's entry of the results from its batches' (B, R) metrics; with a volume's
+    names, also the metrics per volume."""
+    values = {k: torch.cat([m[k] for m in batches]) for k in batches[0]}
+    summary = domain_summary(values, spec.region_names)
+    if isinstance(dataset, VolumeDataset):
+        summary["volumes"] = per_item_metrics(values, dataset.names, spec.region_names)
+    return summary
 
 
 def _evaluate_slices(
@@ -171,15 +167,6 @@ def _evaluate_slices(
                 }
                 on_batch(name, domain, payload)
     return collected
-
-
-def _per_item(values: dict[str, Tensor], names: list[str], region_names: tuple[str, ...]) -> dict:
-    """{item name: {region: {metric: float}}} of (n, R) metric tensors (one read-back)."""
-    host = {k: values[k].tolist() for k in METRICS}
-    return {
-        item: {r: {k: float(host[k][i][j]) for k in METRICS} for j, r in enumerate(region_names)}
-        for i, item in enumerate(names)
-    }
 
 
 def _check_domain(dataset: Dataset, domain: str, spec: DatasetSpec) -> None:
@@ -278,178 +265,3 @@ def _names(dataset: Dataset, batch: dict) -> list[str]:
     if names is None:
         return [str(i) for i in indices]
     return [str(names[i]) for i in indices]
-
-
-def _domain_summary(values: dict[str, Tensor], region_names: tuple[str, ...]) -> dict:
-    """Aggregate the per-slice (n, R) tensors of one domain into floats and int counts."""
-    means = {k: values[k].nanmean(0) for k in METRICS}  # Dice/Jaccard are never NaN
-    ep, et = values["empty_pred"], values["empty_target"]
-    n = ep.shape[0]
-    counts = {
-        "empty_target": et.sum(0),
-        "empty_pred": ep.sum(0),
-        "both_empty": (ep & et).sum(0),
-        "one_empty": (ep ^ et).sum(0),
-        "missed": (ep & ~et).sum(0),
-        "false_positive": (~ep & et).sum(0),
-    }
-    # One read-back per metric per domain; evaluation is allowed to synchronise.
-    means_host = {k: v.tolist() for k, v in means.items()}
-    counts_host = {k: v.tolist() for k, v in counts.items()}
-    regions = {
-        region: {
-            **{k: float(means_host[k][r]) for k in METRICS},
-            "counts": {"n": n, **{k: int(counts_host[k][r]) for k in COUNTS[1:]}},
-        }
-        for r, region in enumerate(region_names)
-    }
-    return {"n": n, "regions": regions, "mean": _mean_over(regions.values())}
-
-
-def _overall(domains: dict[str, dict]) -> dict:
-    """Unweighted mean over domains per region, and the mean over regions."""
-    first = next(iter(domains.values()))
-    regions = {}
-    for region in first["regions"]:
-        per_domain = [d["regions"][region] for d in domains.values()]
-        regions[region] = {
-            **_mean_over(per_domain),
-            "counts": {k: sum(v["counts"][k] for v in per_domain) for k in COUNTS},
-        }
-    n = sum(d["n"] for d in domains.values())
-    return {"n": n, "regions": regions, "mean": _mean_over(regions.values())}
-
-
-def _mean_over(items: Any) -> dict[str, float]:
-    """Per metric, the mean over ``items`` (dicts with the metric keys), skipping NaN."""
-    items = list(items)
-    return {k: _nanmean([item[k] for item in items]) for k in METRICS}
-
-
-def _nanmean(values: list[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else math.nan
-
-
-def to_json_ready(results: Any) -> Any:
-    """A copy of ``results`` with NaN / infinite floats replaced by None (strict JSON)."""
-    if isinstance(results, Mapping):
-        return {str(k): to_json_ready(v) for k, v in results.items()}
-    if isinstance(results, list | tuple):
-        return [to_json_ready(v) for v in results]
-    if isinstance(results, float) and not math.isfinite(results):
-        return None
-    return results
-
-
-def format_table(results: Mapping[str, dict], spec: DatasetSpec) -> str:
-    """Readable per-model tables: rows = domains + ``mean`` (unweighted over domains); columns =
-    Dice per region (x100), mean Dice (x100, with several regions), then Jaccard (x100), HD95
-    and ASD (pixels) averaged over regions; a footnote gives the empty-mask counts.
-
-    Accepts the output of :func:`evaluate` or its :func:`to_json_ready` form (None = NaN).
-    """
-    return "\n\n".join(_model_table(name, result, spec) for name, result in results.items())
-
-
-def format_class_table(results: Mapping[str, dict]) -> str:
-    """Per model, an SSL4MIS-style table: one row per class and ``mean``, columns Dice and
-    Jaccard (x100), HD95 and ASD (voxels), averaged over volumes (then over domains)."""
-    blocks = []
-    for model, result in results.items():
-        rows = [["class", "Dice", "Jaccard", "HD95 (vox)", "ASD (vox)"]]
-        table = result["mean"]
-        items = [*table["regions"].items(), ("mean", table["mean"])]
-        for region, values in items:
-            rows.append([region, *(_number(values[k], s) for k, s in _CLASS_COLUMNS)])
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        lines = [
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-            )
-            for r in rows
-        ]
-        volumes = table["n"]
-        blocks.append("\n".join([f"{model} (per volume, mean over {volumes} volumes):", *lines]))
-    return "\n\n".join(blocks)
-
-
-# (metric, scale) of the per-class table: Dice and Jaccard x100, distances as they are.
-_CLASS_COLUMNS = (("dice", 100.0), ("jaccard", 100.0), ("hd95", 1.0), ("asd", 1.0))
-
-
-def _model_table(name: str, result: dict, spec: DatasetSpec) -> str:
-    regions = list(result["mean"]["regions"])
-    header = ["domain", *(f"Dice {r}" for r in regions)]
-    header += ["Dice mean"] if len(regions) > 1 else []
-    header += ["Jaccard", "HD95", "ASD"]
-    rows = [
-        [_title(spec, domain), *_cells(values, regions)]
-        for domain, values in result["domains"].items()
-    ]
-    rows.append(["mean", *_cells(result["mean"], regions)])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join([f"{name}:", *lines, *_footnote(result, regions, spec)])
-
-
-def _cells(values: dict, regions: list[str]) -> list[str]:
-    cells = [_number(values["regions"][r]["dice"], 100) for r in regions]
-    mean = values["mean"]
-    cells += [_number(mean["dice"], 100)] if len(regions) > 1 else []
-    return cells + [_number(mean["jaccard"], 100), _number(mean["hd95"]), _number(mean["asd"])]
-
-
-def _number(value: float | None, scale: float = 1.0) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value * scale:.2f}"
-
-
-def _title(spec: DatasetSpec, domain: str) -> str:
-    if domain not in spec.domains:
-        return domain
-    title = spec.domain_titles[spec.domains.index(domain)]
-    return domain if title == domain else f"{domain} ({title})"
-
-
-def _footnote(result: dict, regions: list[str], spec: DatasetSpec) -> list[str]:
-    items, unit = ("volumes", "voxels") if spec.eval_unit == "volume" else ("slices", "px")
-    penalty = result.get("penalty")
-    penalty_text = "the penalty" if penalty is None else f"{penalty:g} {unit}"
-    lines = []
-    for region in regions:
-        c = result["mean"]["regions"][region]["counts"]
-        lines.append(
-            f"  {region}: {c['n']} {items}; empty: {c['empty_target']} targets, "
-            f"{c['empty_pred']} predictions; both empty {c['both_empty']} (Dice 1, HD95/ASD "
-            f"skipped); missed {c['missed']}, false positive {c['false_positive']} (Dice 0, "
-            f"HD95/ASD {penalty_text})"
-        )
-    return ["empty masks, all domains:", *lines]
-
-
-def results_to_csv(results: Mapping[str, dict], path: str | Path) -> None:
-    """Write one row per model / domain / region (domain ``mean`` = unweighted over domains,
-    region ``mean`` = over regions) with the four metrics and the counts; NaN/None -> empty."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "domain", "region", *METRICS, *COUNTS])
-        for model, result in results.items():
-            tables = [*result["domains"].items(), ("mean", result["mean"])]
-            for domain, table in tables:
-                for region, values in [*table["regions"].items(), ("mean", table["mean"])]:
-                    counts = values.get("counts", {"n": table.get("n", "")})
-                    writer.writerow(
-                        [model, domain, region]
-                        + ["" if _missing(values[k]) else repr(float(values[k])) for k in METRICS]
-                        + [counts.get(k, "") for k in COUNTS]
-                    )
-
-
-def _missing(value: float | None) -> bool:
-    return value is None or math.isnan(value)

@@ -1,5 +1,8 @@
 """Typed experiment configuration: YAML files give the values, the command line overrides them.
 
+The ``method`` section is the method's own dataclass (:class:`method.config.MethodConfig`); the
+other sections (data, model, optim, train, eval) are the engine's and live here.
+
 A config file may name a ``base:`` file (relative to itself) that it overlays, one level or more.
 Every key must exist in the dataclasses below and have the right type; unknown keys and type
 mismatches are errors that name the key. The resolved config is written to the run directory and
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from method.config import MethodConfig
 
 
 @dataclass
@@ -49,26 +54,6 @@ class ModelConfig:
     # How SAM ViT attention applies its relative-position term: mask (an additive SDPA mask) |
     # folded (extra q/k channels, flash-attention eligible). Same numbers; see networks/sam.py.
     vit_attention: str = "folded"
-
-
-@dataclass
-class MethodConfig:
-    students: str = "both"  # both | unet | foundation: which models train (Table 7 "Base")
-    supervised_only: bool = False  # SupOnly baseline: labeled loss only
-    alpha: str = "smc"  # smc | self | mutual | linear | constant | cps (Table 8)
-    alpha_constant: float = 0.5  # alpha of the "constant" strategy
-    threshold: float = 0.95  # confidence threshold tau on the ensemble probability (strict >)
-    consistency: str = "cdcr"  # cdcr | cr | none: student-student term (Table 7)
-    copy_paste: bool = True  # paste a labeled box into the strong unlabeled image
-    cp_area: tuple[float, float] = (0.02, 0.4)  # box area as a fraction of the image
-    cp_ratio: tuple[float, float] = (0.3, 1 / 0.3)  # box aspect-ratio range
-    ramp: str = "gaussian"  # gaussian | linear | none: lambda(t)
-    # Iterations over which lambda(t) (and the "linear" alpha) ramps; None = the paper's run
-    # length for the dataset (spec), whatever train.max_iterations is.
-    ramp_iterations: int | None = None
-    ramp_stairs: int = 200  # 0 = continuous; N = the reference's N-step staircase (200)
-    consistency_weight: float = 1.0  # lambda at the end of the ramp (never exceeded)
-    teacher_bn: str = "batch"  # batch: teachers use batch stats (reference); running: eval
 
 
 @dataclass

@@ -8,8 +8,10 @@ only when it logs. Unlabeled batches carry no labels, so unlabeled ground truth 
 loss (the reference computed a Dice on it inside its step, for logging only): ground-truth
 diagnostics belong to the loop, on the returned ``pseudo_labels``.
 
-Its parts: Self-Mutual Confidence and the pseudo-labels in :mod:`utils.smc`, the copy-paste of
-intermediate samples in :mod:`utils.copy_paste`, the losses in :mod:`utils.losses`. Notation
+Its parts: the batch and model types in :mod:`method.batches`, the switches in
+:mod:`method.config`, Self-Mutual Confidence and the pseudo-labels in :mod:`method.smc`, the
+copy-paste of intermediate samples in :mod:`method.copy_paste`, the losses in
+:mod:`method.losses` and lambda(t) in :mod:`method.schedules`. Notation
 (paper -> code): P^MS = foundation-teacher softmax at the logits size Sl; P^UT = U-Net teacher
 softmax at the patch size p; M = ``boxes_from_draws``/``box_mask``. docs/METHOD.md maps every
 equation and decision to these functions.
@@ -27,16 +29,25 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from utils.config import MethodConfig
-from utils.copy_paste import BoxDraws, box_mask, boxes_from_draws, draw_boxes, paste
-from utils.losses import (
+from method.batches import (
+    LabeledBatch,
+    Models,
+    StepOutput,
+    UnlabeledBatch,
+    Views,
+    check_batches,
+    check_logits,
+    check_models,
+)
+from method.config import MethodConfig, trained_students
+from method.copy_paste import BoxDraws, box_mask, boxes_from_draws, draw_boxes, paste
+from method.losses import (
     consensus_divergence_losses,
     consistency_mse,
     supervised_loss,
     unsupervised_loss,
 )
-from utils.schedules import RAMP_KINDS
-from utils.smc import (
+from method.smc import (
     ensemble_alpha,
     ensemble_probs,
     mutual_confidence,
@@ -45,137 +56,6 @@ from utils.smc import (
     self_confidence,
     softmax,
 )
-
-STUDENTS = ("both", "unet", "foundation")
-ALPHA_STRATEGIES = ("smc", "self", "mutual", "linear", "constant", "cps")
-CONSISTENCIES = ("cdcr", "cr", "none")
-TEACHER_BN = ("batch", "running")
-
-
-@dataclass
-class Views:
-    """One batch of images at both model input sizes, float in [0, 1]."""
-
-    foundation: Tensor | None  # (B, Cin, S, S); None when no foundation model is trained
-    # (B, Cin, p, p); always given, also without a U-Net: the patch size p is the grid of the
-    # pseudo-labels, SMC and the copy-paste boxes.
-    unet: Tensor
-
-
-@dataclass
-class LabeledBatch:
-    images: Views  # weak view
-    mask_foundation: Tensor | None  # (B, Sl, Sl) int64 class indices at the foundation logits size
-    mask_unet: Tensor  # (B, p, p) int64 class indices
-
-
-@dataclass
-class UnlabeledBatch:
-    """Unlabeled images; no label field, by construction: no unlabeled ground truth in the step."""
-
-    weak: Views
-    strong: Views  # same geometry as ``weak`` (pixel-aligned), photometric changes only
-
-
-@dataclass
-class Models:
-    """The four networks; None for a model this configuration does not train.
-
-    Students map images to logits: U-Net (B, Cin, p, p) -> (B, K, p, p); foundation
-    (B, Cin, S, S) -> (B, K, Sl, Sl), K = C + 1.
-    """
-
-    unet: nn.Module | None = None
-    unet_teacher: nn.Module | None = None
-    foundation: nn.Module | None = None
-    foundation_teacher: nn.Module | None = None
-
-
-@dataclass
-class StepOutput:
-    loss: Tensor  # 0-dim, with grad
-    scalars: dict[str, Tensor]  # detached 0-dim device tensors, keys = expected_scalar_keys(cfg)
-    alpha: Tensor | None = None  # (B,) ensemble weight of the U-Net teacher
-    phi_self: Tensor | None = None  # (B,)
-    phi_mutual: Tensor | None = None  # (B,)
-    # (B, p, p) int64 pseudo-labels on the weak unlabeled view, before the paste, diagnostics only.
-    pseudo_labels: dict[str, Tensor] = field(default_factory=dict)
-
-
-def _one_of(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"method.{key}: unknown {value!r}; expected one of {', '.join(choices)}")
-
-
-def validate_method(cfg: MethodConfig) -> None:
-    """Check a method config once, at start-up, so the step can stay branch-light.
-
-    The alpha strategy is ignored (not an error) with a single student or ``supervised_only``: the
-    default ``smc`` stays in such configs.
-
-    Raises:
-        ValueError: naming the key, for an unknown choice, an out-of-range value or an inconsistent
-            combination (a student-student consistency term without both students, or with
-            ``supervised_only``).
-    """
-    _one_of("students", cfg.students, STUDENTS)
-    _one_of("alpha", cfg.alpha, ALPHA_STRATEGIES)
-    _one_of("consistency", cfg.consistency, CONSISTENCIES)
-    _one_of("ramp", cfg.ramp, RAMP_KINDS)
-    _one_of("teacher_bn", cfg.teacher_bn, TEACHER_BN)
-    if cfg.consistency != "none" and cfg.students != "both":
-        raise ValueError(
-            f"method.consistency={cfg.consistency!r} couples two students but "
-            f"method.students={cfg.students!r}; set method.consistency=none"
-        )
-    if cfg.consistency != "none" and cfg.supervised_only:
-        raise ValueError(
-            f"method.consistency={cfg.consistency!r} is unused with method.supervised_only=true; "
-            "set method.consistency=none"
-        )
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise ValueError(f"method.threshold must be in [0, 1], got {cfg.threshold}")
-    if not 0.0 <= cfg.alpha_constant <= 1.0:
-        raise ValueError(f"method.alpha_constant must be in [0, 1], got {cfg.alpha_constant}")
-    if not 0.0 < cfg.cp_area[0] <= cfg.cp_area[1] <= 1.0:
-        raise ValueError(f"method.cp_area must satisfy 0 < low <= high <= 1, got {cfg.cp_area}")
-    if not 0.0 < cfg.cp_ratio[0] <= cfg.cp_ratio[1]:
-        raise ValueError(f"method.cp_ratio must satisfy 0 < low <= high, got {cfg.cp_ratio}")
-    if not cfg.consistency_weight >= 0.0:
-        raise ValueError(f"method.consistency_weight must be >= 0, got {cfg.consistency_weight}")
-    if cfg.ramp_iterations is not None and cfg.ramp_iterations <= 0:
-        raise ValueError(
-            f"method.ramp_iterations must be > 0 (or null for the paper's length), "
-            f"got {cfg.ramp_iterations}"
-        )
-    if cfg.ramp_stairs < 0:
-        raise ValueError(f"method.ramp_stairs must be >= 0 (0 = continuous), got {cfg.ramp_stairs}")
-
-
-def _trains(cfg: MethodConfig) -> tuple[bool, bool]:
-    """(trains the U-Net, trains the foundation model)."""
-    return cfg.students in ("both", "unet"), cfg.students in ("both", "foundation")
-
-
-def expected_scalar_keys(cfg: MethodConfig) -> tuple[str, ...]:
-    """The keys of ``StepOutput.scalars`` for a (validated) config, for the loop's accumulators."""
-    train_u, train_f = _trains(cfg)
-    names = [n for n, on in (("unet", train_u), ("foundation", train_f)) if on]
-    keys = [f"sup/{n}" for n in names]
-    if not cfg.supervised_only:
-        keys += [f"unsup/{n}" for n in names]
-        keys += {"cdcr": ["cdcr/consensus", "cdcr/divergence"], "cr": ["cr/mse"], "none": []}[
-            cfg.consistency
-        ]
-        if cfg.students == "both":
-            keys += [] if cfg.alpha == "cps" else ["smc/alpha"]
-            keys += ["smc/phi_self"] if cfg.alpha in ("smc", "self") else []
-            keys += ["smc/phi_mutual"]
-        keys += ["pseudo/confident_ratio", "pseudo/mask_ratio"]
-    return (*keys, "lambda", "total")
-
-
-# ------------------------------------------------------------------------------ the step
 
 
 @dataclass
@@ -203,74 +83,6 @@ class _Mixed:
     unet: _Target | None
     foundation: _Target | None
     weight_p: Tensor  # (B, p, p) W at p after the paste (diagnostics)
-
-
-def _check_models(models: Models, cfg: MethodConfig) -> None:
-    train_u, train_f = _trains(cfg)
-    needed = ["unet"] * train_u + ["foundation"] * train_f
-    if not cfg.supervised_only:
-        needed += [f"{n}_teacher" for n in needed]
-    missing = [n for n in needed if getattr(models, n) is None]
-    if missing:
-        raise ValueError(
-            f"method.students={cfg.students!r} (supervised_only={cfg.supervised_only}) needs "
-            f"Models.{', Models.'.join(missing)}, which is None"
-        )
-
-
-def _check_batches(
-    labeled: LabeledBatch,
-    unlabeled: UnlabeledBatch,
-    cfg: MethodConfig,
-    box_draws: BoxDraws | None,
-) -> None:
-    """Shape checks (host metadata only)."""
-    for where, views in (
-        ("labeled.images", labeled.images),
-        ("unlabeled.weak", unlabeled.weak),
-        ("unlabeled.strong", unlabeled.strong),
-    ):
-        if views.unet is None:
-            raise ValueError(
-                f"{where}.unet is None; the view at the patch size p is needed also without a "
-                "U-Net student (p is the grid of the pseudo-labels and copy-paste boxes)"
-            )
-    for name in ("foundation", "unet"):
-        if getattr(labeled.images, name) is None:  # a model this configuration does not train
-            continue
-        reference = getattr(labeled.images, name).shape
-        for view in ("weak", "strong"):
-            got = getattr(getattr(unlabeled, view), name).shape
-            if got[1:] != reference[1:] or got[0] != unlabeled.weak.unet.shape[0]:
-                raise ValueError(
-                    f"unlabeled.{view}.{name} is {tuple(got)}; expected (B_u, *"
-                    f"{tuple(reference[1:])}) like labeled.images.{name} {tuple(reference)}"
-                )
-    if labeled.mask_unet.shape[-2:] != labeled.images.unet.shape[-2:]:
-        raise ValueError(
-            f"labeled.mask_unet is {tuple(labeled.mask_unet.shape)}; expected the U-Net input "
-            f"size {tuple(labeled.images.unet.shape[-2:])}"
-        )
-    n_lab, n_unl = labeled.images.unet.shape[0], unlabeled.weak.unet.shape[0]
-    if cfg.copy_paste and n_lab != n_unl:
-        raise ValueError(
-            f"copy-paste pairs labeled sample i with unlabeled sample i: the labeled batch "
-            f"({n_lab}) and the unlabeled batch ({n_unl}) must have the same size"
-        )
-    if cfg.copy_paste and (box_draws is None or box_draws.area.shape[0] != n_unl):
-        got = None if box_draws is None else tuple(box_draws.area.shape)
-        raise ValueError(
-            f"method.copy_paste needs box_draws for the {n_unl} unlabeled samples "
-            f"(draw_step_boxes); got {got}"
-        )
-
-
-def _check_logits(model: str, logits: Tensor, mask_name: str, mask: Tensor) -> None:
-    if logits.shape[-2:] != mask.shape[-2:]:
-        raise ValueError(
-            f"{model} logits are {tuple(logits.shape)} but {mask_name} is {tuple(mask.shape)}; "
-            "the mask must be at the logits size"
-        )
 
 
 def _dual_alphas(
@@ -306,7 +118,7 @@ def _teach(
     progress: float | Tensor,
 ) -> _Teaching:
     """Teachers, SMC, ensemble and confidence masks (steps 1-3 of the iteration)."""
-    train_u, train_f = _trains(cfg)
+    train_u, train_f = trained_students(cfg)
     p = weak.unet.shape[-1]
     out = _Teaching()
     prob_ut = softmax(models.unet_teacher(weak.unet)) if train_u else None
@@ -350,7 +162,7 @@ def _mix(
     """Copy-paste (step 4): a weak labeled box into the strong unlabeled images and targets."""
     strong = unlabeled.strong
     if teach.foundation is not None:
-        _check_logits(
+        check_logits(
             "foundation teacher",
             teach.foundation.labels,
             "labeled.mask_foundation",
@@ -386,7 +198,7 @@ def _student_terms(
     """Student forwards and loss terms (steps 5-7); ``mixed`` None = supervised only."""
     terms: dict[str, Tensor] = {}
     mixed_probs: dict[str, Tensor] = {}
-    train_u, train_f = _trains(cfg)
+    train_u, train_f = trained_students(cfg)
     for name, trains, model, mask_name in (
         ("unet", train_u, models.unet, "mask_unet"),
         ("foundation", train_f, models.foundation, "mask_foundation"),
@@ -401,7 +213,7 @@ def _student_terms(
             target = getattr(mixed, name)
             terms[f"unsup/{name}"] = unsupervised_loss(mix_logits, target.labels, target.weight)
             mixed_probs[name] = softmax(mix_logits)
-        _check_logits(f"{name} student", lab_logits, f"labeled.{mask_name}", mask)
+        check_logits(f"{name} student", lab_logits, f"labeled.{mask_name}", mask)
         terms[f"sup/{name}"] = supervised_loss(lab_logits, mask)
     if cfg.consistency == "cdcr":
         terms["cdcr/consensus"], terms["cdcr/divergence"] = consensus_divergence_losses(
@@ -460,7 +272,7 @@ def synfoc_step(
             ``cfg.copy_paste``.
         cfg: the method switches.
         regions: class indices of each SMC region, ``[c for _, c in spec.eval_regions]``.
-        lam: lambda(t) from :func:`utils.schedules.consistency_ramp`: a float, or a 0-dim
+        lam: lambda(t) from :func:`method.schedules.consistency_ramp`: a float, or a 0-dim
             tensor on the device (a compiled step then takes it as an input, not a constant).
         progress: t / t_max in [0, 1] (alpha strategy ``linear``), float or 0-dim tensor.
         box_draws: the copy-paste boxes' random numbers, from :func:`draw_step_boxes`; needed
@@ -472,29 +284,31 @@ def synfoc_step(
     Raises:
         ValueError: for a missing model or inconsistent shapes (host metadata only).
     """
-    _check_models(models, cfg)
+    check_models(models, cfg)
     if cfg.supervised_only:
         terms = _student_terms(models, labeled, None, cfg)
         return _output(_combine(terms, lam), terms, lam)
-    _check_batches(labeled, unlabeled, cfg, box_draws)
+    check_batches(labeled, unlabeled, cfg, box_draws)
     teach = _teach(models, unlabeled.weak, cfg, regions, progress)
     mixed = _mix(labeled, unlabeled, teach, cfg, box_draws)
     terms = _student_terms(models, labeled, mixed, cfg)
-    extra = {
-        "pseudo/confident_ratio": teach.weight_p.mean(),
-        "pseudo/mask_ratio": mixed.weight_p.mean(),
-    }
-    for key, value in (
-        ("alpha", teach.alpha),
-        ("phi_self", teach.phi_self),
-        ("phi_mutual", teach.phi_mutual),
-    ):
-        if value is not None:
-            extra[f"smc/{key}"] = value.mean()
-    out = _output(_combine(terms, lam), {**terms, **extra}, lam)
+    out = _output(_combine(terms, lam), {**terms, **_teaching_scalars(teach, mixed)}, lam)
     out.alpha, out.phi_self, out.phi_mutual = teach.alpha, teach.phi_self, teach.phi_mutual
     out.pseudo_labels = teach.pseudo_labels
     return out
+
+
+def _teaching_scalars(teach: _Teaching, mixed: _Mixed) -> dict[str, Tensor]:
+    """Batch means of the confidence masks and of the SMC weights, 0-dim, for logging."""
+    scalars = {
+        "pseudo/confident_ratio": teach.weight_p.mean(),
+        "pseudo/mask_ratio": mixed.weight_p.mean(),
+    }
+    for key in ("alpha", "phi_self", "phi_mutual"):
+        value = getattr(teach, key)
+        if value is not None:
+            scalars[f"smc/{key}"] = value.mean()
+    return scalars
 
 
 def _output(loss: Tensor, scalars: dict[str, Tensor], lam: float | Tensor) -> StepOutput:

@@ -18,12 +18,12 @@ from dataloaders.settings import resolve_setting
 from dataloaders.specs import DatasetSpec
 from dataloaders.splits import DataSplits, build_splits
 from dataloaders.transforms import resize_images
+from engine.config import Config, ConfigError
+from engine.ema import make_teacher
+from evaluation.evaluate import Predictor
+from method.batches import Models
 from networks import FOUNDATIONS, build_foundation, build_unet
 from networks.sam import check_vit_attention, set_vit_attention
-from utils.config import Config, ConfigError
-from utils.ema import make_teacher
-from utils.evaluation import Predictor
-from utils.synfoc import Models
 
 logger = logging.getLogger(__name__)
 

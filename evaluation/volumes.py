@@ -3,7 +3,7 @@
 As SSL4MIS' ``test_single_volume``: every slice of a volume is predicted at the model's input
 size, the prediction is brought back to the slice's native size, the slices are stacked into
 the volume, and Dice, Jaccard, HD95 and ASD are computed per class on the whole volume with 3-D
-surfaces (:func:`utils.metrics.volume_metrics`). The h5 files carry no voxel spacing, so
+surfaces (:func:`evaluation.metrics.volume_metrics`). The h5 files carry no voxel spacing, so
 distances are in voxel units (slice steps, rows, columns), as SSL4MIS reports them. Differences:
 the logits are resized bilinearly before the argmax (SSL4MIS zooms the argmax with order 0), and
 images are the shared uint8 canvases (SSL4MIS zooms the float slice with order 0).
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from dataloaders.h5 import VolumeDataset
 from dataloaders.specs import DatasetSpec
-from utils.metrics import region_masks, volume_metrics
+from evaluation.metrics import region_masks, volume_metrics
 
 
 def predict_volume(predictor, images: Tensor, native: tuple[int, int], batch_size: int) -> Tensor:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from networks.segmenter import first_line, load_error_reason
 
@@ -98,7 +99,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_model_states(models: Any, states: dict[str, dict | None]) -> None:
     """Load a checkpoint's per-model weights into freshly built ``models`` (a
-    :class:`utils.synfoc.Models`): full state dicts for the U-Nets, trainable tensors for the
+    :class:`method.batches.Models`): full state dicts for the U-Nets, trainable tensors for the
     foundation models."""
     for name in ("unet", "unet_teacher", "foundation", "foundation_teacher"):
         model, state = getattr(models, name), states.get(name)
@@ -108,6 +109,68 @@ def load_model_states(models: Any, states: dict[str, dict | None]) -> None:
             model.load_trainable_state_dict(state)
         else:
             model.load_state_dict(state)
+
+
+def training_state(
+    *,
+    step: int,
+    config: dict[str, Any],
+    models: Any,
+    foundation_base: dict[str, str | None],
+    optimizers: dict[str, torch.optim.Optimizer],
+    best: dict[str, Any],
+    generator: torch.Generator,
+    sampler: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Everything needed to resume or to evaluate a run, in the layout of the module docstring.
+
+    ``models`` is a :class:`method.batches.Models`; ``config`` the resolved config as a dict;
+    ``sampler`` the batches' :meth:`~engine.batches.TrainBatches.state_dict`.
+    """
+
+    def weights(model: nn.Module | None, trainable_only: bool) -> dict | None:
+        if model is None:
+            return None
+        return model.trainable_state_dict() if trainable_only else model.state_dict()
+
+    rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return {
+        "step": step,
+        "config": config,
+        "models": {
+            "unet": weights(models.unet, False),
+            "unet_teacher": weights(models.unet_teacher, False),
+            "foundation": weights(models.foundation, True),
+            "foundation_teacher": weights(models.foundation_teacher, True),
+        },
+        "foundation_base": foundation_base,
+        "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+        "best": dict(best),
+        "rng": rng,
+        "sampler": sampler,
+    }
+
+
+def restore_training_state(
+    state: dict[str, Any],
+    *,
+    models: Any,
+    optimizers: dict[str, torch.optim.Optimizer],
+    generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Load the weights, optimizer and random states of a :func:`training_state` into a freshly
+    built run (the caller restores the step, ``best`` and the sampler)."""
+    load_model_states(models, state["models"])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    generator.set_state(state["rng"]["generator"].cpu())
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if "cuda" in state["rng"] and device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)
 
 
 # What train.py writes into a run folder (for messages about folders that are not runs).

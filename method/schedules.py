@@ -1,10 +1,11 @@
-"""Pure host-side schedules of the training loop: the unsupervised weight lambda(t) and the
-foundation model's learning rate. Both take the iteration index (0-based, counted before the
-increment, as the reference) and return a Python float; they never touch a tensor.
+"""The method's schedule: the unsupervised weight lambda(t) (and the phase t that the "linear"
+alpha strategy reads). Pure host-side functions of the iteration index (0-based, counted before
+the increment, as the reference) returning a Python float; they never touch a tensor.
 
 Every schedule spans a fixed horizon in iterations (by default the paper's run length for the
 dataset), never the length of the run at hand: a short run is the first part of the paper's
-schedule, not a different schedule (docs/METHOD.md lists each one).
+schedule, not a different schedule (docs/METHOD.md lists each one; the learning-rate schedule is
+the engine's, :mod:`engine.optim`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from __future__ import annotations
 import math
 
 RAMP_KINDS = ("gaussian", "linear", "none")
-LR_SCHEDULES = ("constant", "poly")
-# Exponent of the polynomial decay (SAMed's poly schedule).
-POLY_POWER = 0.9
 
 
 def ramp_phase(step: int, horizon: int, stairs: int = 0) -> float:
@@ -68,42 +66,3 @@ def consistency_ramp(
     if kind == "none":
         return weight
     raise ValueError(f"method.ramp: unknown kind {kind!r}; expected one of {', '.join(RAMP_KINDS)}")
-
-
-def foundation_lr(step: int, base_lr: float, horizon: int, warmup: int, schedule: str) -> float:
-    """Learning rate of the foundation model's AdamW at ``step``.
-
-    Linear warm-up over the first ``warmup`` steps (SAMed: base_lr * (step + 1) / warmup), then
-    ``constant`` = base_lr (the reference: no warm-up, constant) or ``poly`` =
-    base_lr * (1 - (step - warmup) / (horizon - warmup))^0.9, which reaches 0 at the horizon and
-    stays there. (SAMed divides by the horizon instead, so its lr never quite reaches 0.)
-
-    Args:
-        step: current iteration, 0-based.
-        base_lr: peak learning rate (``optim.foundation_lr``).
-        horizon: iterations over which ``poly`` decays (``optim.foundation_schedule_iterations``,
-            default the paper's run length), independent of the run's own length.
-        warmup: warm-up iterations (``optim.foundation_warmup``), 0 for none.
-        schedule: one of ``LR_SCHEDULES``.
-
-    Raises:
-        ValueError: for an unknown schedule, a negative warm-up or warmup >= horizon with poly.
-    """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(
-            f"optim.foundation_schedule: unknown {schedule!r}; "
-            f"expected one of {', '.join(LR_SCHEDULES)}"
-        )
-    if warmup < 0:
-        raise ValueError(f"optim.foundation_warmup must be >= 0, got {warmup}")
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    if schedule == "constant":
-        return base_lr
-    if horizon <= warmup:
-        raise ValueError(
-            f"optim.foundation_warmup ({warmup}) must be smaller than the schedule's horizon "
-            f"({horizon} iterations) for the poly schedule"
-        )
-    remaining = 1.0 - (step - warmup) / (horizon - warmup)
-    return base_lr * max(remaining, 0.0) ** POLY_POWER
