@@ -28,8 +28,8 @@
 #      with the sync-debug check, the profiler's device-busy time, peak memory, the warm-up
 #      (compile) time and the host profile (scripts/host_profile.py); then the concurrent pair:
 #      SupOnly and SynFoC, same seed, alone and as two processes on the GPU at once, 20 s each,
-#      and their throughput gain (bench.py pair_gain) into pair_gain.txt. PAIR_SET (default
-#      empty: the BUSI config as it is) adds --set options to the three rate runs.
+#      and their throughput gain (bench_report.py pair_gain) into pair_gain.txt. PAIR_SET
+#      (default empty: the BUSI config as it is) adds --set options to the three rate runs.
 #   6. with --compiled_datasets: prostate, fundus and M&Ms with the whole step compiled and
 #      graphed (one bench each, 20 iterations after 5 warm-up).
 # Issue 26 in two calls on one machine (expected from the H200 figures of docs/PERFORMANCE.md:
@@ -166,7 +166,7 @@ pair_rates() {  # pair_rates <bench>: SupOnly and SynFoC alone, then both at onc
   python3 - "$dir" <<'PY' | tee "$out/pair_gain.txt" | tee -a "$out/bench.log"
 import json, sys
 from pathlib import Path
-from scripts.bench import pair_gain
+from scripts.bench_report import pair_gain
 d = Path(sys.argv[1])
 load = lambda name: json.loads((d / f"{name}.json").read_text())[0]["rate"]
 solo = [load("solo_suponly"), load("solo_synfoc")]

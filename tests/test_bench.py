@@ -39,7 +39,7 @@ def test_bench_tiny_records_every_figure(tmp_path):
 
 
 def test_profile_names_tell_the_variants_apart():
-    from scripts.bench import profile_name
+    from scripts.bench_timing import profile_name
 
     assert profile_name("prostate", False, []) == "profile_prostate.txt"
     overrides = ["model.vit_attention=folded", "train.compile_mode=reduce-overhead"]
@@ -55,7 +55,7 @@ def test_device_busy_time_sums_the_profile_in_microseconds():
 
     from torch.autograd import DeviceType
 
-    from scripts.bench import device_busy_seconds
+    from scripts.bench_timing import device_busy_seconds
 
     def event(device_type, microseconds, annotation=False):
         return SimpleNamespace(
@@ -74,7 +74,7 @@ def test_device_busy_time_sums_the_profile_in_microseconds():
 
 
 def test_bench_records_append_across_calls(tmp_path):
-    from scripts.bench import write_records
+    from scripts.bench_report import write_records
 
     path = tmp_path / "out" / "bench.json"
     write_records(path, [{"bench": "prostate", "compile": False}])
@@ -117,7 +117,7 @@ def test_bench_configs_match_the_speed_goal(tmp_path, name, foundations, foundat
     import argparse
 
     from dataloaders.specs import get_spec
-    from scripts.bench import bench_config
+    from scripts.bench_data import bench_config
 
     args = argparse.Namespace(device="cpu", compile=False, deterministic=False, set=[])
     config = bench_config(name, tmp_path, args)
@@ -191,7 +191,7 @@ def test_host_profile_finds_a_host_read_in_the_step(tmp_path, monkeypatch):
 
 
 def test_pair_gain_compares_the_pair_with_one_run_after_the_other():
-    from scripts.bench import pair_gain
+    from scripts.bench_report import pair_gain
 
     solo = [{"iterations": 100, "seconds": 10.0}, {"iterations": 50, "seconds": 10.0}]
     # Together, in 12 s: 80 and 40 iterations, which alone would take 8 s + 8 s = 16 s.
