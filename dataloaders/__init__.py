@@ -8,14 +8,9 @@ from dataloaders.datasets import (
     load_samples,
     scan_split,
 )
-from dataloaders.splits import (
-    DataSplits,
-    SplitFiles,
-    build_splits,
-    build_test_sets,
-    describe_splits,
-    plan_splits,
-)
+from dataloaders.split_plan import SplitFiles, plan_splits
+from dataloaders.split_report import describe_splits
+from dataloaders.splits import DataSplits, build_splits, build_test_sets
 
 __all__ = [
     "CachedSamples",

@@ -15,7 +15,8 @@ import sys
 from dataloaders.datasets import DataError, scan_split
 from dataloaders.settings import SETTINGS
 from dataloaders.specs import DATASETS, get_spec
-from dataloaders.splits import build_splits, describe_splits
+from dataloaders.split_report import describe_splits
+from dataloaders.splits import build_splits
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from dataloaders.datasets import DataError, SampleFiles, check_mask_values
+from dataloaders.geometry import resize_images, resize_masks
 from dataloaders.specs import DatasetSpec
-from dataloaders.transforms import resize_images, resize_masks
 
 # Tolerance of the [0, 1] intensity check (float32 rounding of a min-max normalisation).
 _RANGE_TOLERANCE = 1e-3

@@ -13,15 +13,10 @@ from typing import Any, NamedTuple
 import torch
 
 from dataloaders.datasets import CachedSamples
+from dataloaders.geometry import resize_images, resize_masks
 from dataloaders.sampler import RandomBatches
 from dataloaders.specs import DatasetSpec
-from dataloaders.transforms import (
-    AugmentParams,
-    resize_images,
-    resize_masks,
-    strong_augment,
-    weak_augment,
-)
+from dataloaders.transforms import AugmentParams, strong_augment, weak_augment
 from engine.build import Sizes
 from method.batches import LabeledBatch, UnlabeledBatch, Views
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from dataloaders.geometry import resize_images
 from dataloaders.settings import resolve_setting
 from dataloaders.specs import DatasetSpec
 from dataloaders.splits import DataSplits, build_splits
-from dataloaders.transforms import resize_images
 from engine.config import Config, ConfigError
 from engine.ema import make_teacher
 from evaluation.evaluate import Predictor

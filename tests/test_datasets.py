@@ -1,5 +1,5 @@
-"""File discovery, decoding, split selection (dataloaders.datasets, dataloaders.splits) and every
-bad-input error of the data layer."""
+"""File discovery, decoding, split selection (dataloaders.datasets, dataloaders.split_plan,
+dataloaders.splits) and every bad-input error of the data layer."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from dataloaders.datasets import (
     scan_split,
 )
 from dataloaders.specs import BUSI, FUNDUS, MNMS, SYNTHETIC
-from dataloaders.splits import build_splits, plan_splits
+from dataloaders.split_plan import plan_splits
+from dataloaders.splits import build_splits
 
 SPEC = SYNTHETIC  # split_folders, gray masks 0 = background, 255 = organ, 128 = lesion
 

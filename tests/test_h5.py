@@ -13,7 +13,8 @@ import torch
 from dataloaders.datasets import DataError, load_samples, scan_split
 from dataloaders.h5 import VolumeDataset, read_h5
 from dataloaders.specs import ACDC
-from dataloaders.splits import build_splits, plan_splits
+from dataloaders.split_plan import plan_splits
+from dataloaders.splits import build_splits
 
 
 def _patient(name: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 from dataloaders.datasets import DataError
 from dataloaders.settings import resolve_setting
 from dataloaders.specs import BUSI, FUNDUS
-from dataloaders.splits import SplitFiles, plan_splits
+from dataloaders.split_plan import SplitFiles, plan_splits
 
 
 def _streams(plan: SplitFiles) -> tuple[set[Path], set[Path], set[Path]]:

@@ -11,21 +11,21 @@ import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 from scipy import ndimage
 
-from dataloaders.specs import FUNDUS, PROSTATE
-from dataloaders.transforms import (
-    AugmentParams,
-    adjust_brightness,
-    adjust_contrast,
+from dataloaders.geometry import (
     affine_matrices,
-    blur_kernel_size,
     elastic_displacement,
-    gaussian_blur,
     resize_images,
     resize_masks,
-    strong_augment,
     warp,
-    weak_augment,
 )
+from dataloaders.photometric import (
+    adjust_brightness,
+    adjust_contrast,
+    blur_kernel_size,
+    gaussian_blur,
+)
+from dataloaders.specs import FUNDUS, PROSTATE
+from dataloaders.transforms import AugmentParams, strong_augment, weak_augment
 
 NO_OPS = dict(p_scale_crop=0.0, p_rotate=0.0, p_flip=0.0, p_elastic=0.0)
 
