@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from networks.segmenter import first_line, load_error_reason
+from networks.pretrained import first_line, load_error_reason
 
 FORMAT_VERSION = 1
 

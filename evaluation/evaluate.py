@@ -117,10 +117,13 @@ def evaluate(
         for name, batches in collected.items():
             per_model[name][domain] = _summarise_domain(batches, dataset, spec)
         logger.debug("evaluated %d %s items of %s", len(dataset), spec.name, domain)
-    return {
-        name: {"penalty": float(penalty), "domains": domains, "mean": overall_summary(domains)}
-        for name, domains in per_model.items()
-    }
+    return {name: _model_results(domains, penalty) for name, domains in per_model.items()}
+
+
+def _model_results(domains: dict[str, dict], penalty: float) -> dict:
+    """One predictor's results from its per-domain entries: the penalty, the domains and their
+    unweighted mean (the layout of the module docstring)."""
+    return {"penalty": float(penalty), "domains": domains, "mean": overall_summary(domains)}
 
 
 def _summarise_domain(

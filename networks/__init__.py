@@ -16,8 +16,9 @@ from pathlib import Path
 
 from networks.litemedsam import INPUT_SIZE as LITE_INPUT_SIZE
 from networks.litemedsam import build_litemedsam_segmenter
+from networks.pretrained import LoadReport
 from networks.sam import build_sam_segmenter, load_sam_checkpoint
-from networks.segmenter import LoadReport, PromptFreeSegmenter
+from networks.segmenter import PromptFreeSegmenter
 from networks.unet import UNet
 
 __all__ = [

@@ -20,13 +20,8 @@ from types import ModuleType
 from torch import nn
 
 from networks.lora import add_lora, per_head_qkv_index
-from networks.segmenter import (
-    PromptFreeSegmenter,
-    build_mask_decoder,
-    build_prompt_encoder,
-    load_pretrained,
-    read_state_dict,
-)
+from networks.pretrained import load_pretrained, read_state_dict
+from networks.segmenter import PromptFreeSegmenter, build_mask_decoder, build_prompt_encoder
 
 INPUT_SIZE = 256
 EMBEDDING_SIZE = 64

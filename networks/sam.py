@@ -25,14 +25,12 @@ from segment_anything.modeling.image_encoder import Attention, ImageEncoderViT, 
 from torch import nn
 
 from networks.lora import add_lora, vit_qkv_index
+from networks.pretrained import LoadReport, load_pretrained, read_state_dict
 from networks.segmenter import (
     PROMPT_DIM,
-    LoadReport,
     PromptFreeSegmenter,
     build_mask_decoder,
     build_prompt_encoder,
-    load_pretrained,
-    read_state_dict,
 )
 
 PATCH_SIZE = 16
