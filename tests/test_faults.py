@@ -153,12 +153,16 @@ def test_failed_checkpoint_write_leaves_the_old_one(run_copy: Path, monkeypatch,
 
 
 # Runs train.py's main with os.replace paused at the Nth rename onto last.pt: the temporary file
-# is written, the rename has not happened. The test kills the process with SIGKILL there.
+# is written, the rename has not happened. The test kills the process with SIGKILL there. The
+# driver uses this process's thread count: CPU reductions split over another number of threads
+# round differently, and the resumed run (in this process) must match the straight one bit for bit.
 KILL_DRIVER = """
 import json, os, sys, time
 from pathlib import Path
+import torch
 import train
 pause_at, ready, argv = int(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+torch.set_num_threads(int(sys.argv[4]))
 real_replace, renames = os.replace, []
 def replace(src, dst):
     if Path(dst).name == "last.pt":
@@ -175,7 +179,9 @@ sys.exit(train.main(argv))
 def start_paused_at_checkpoint(args: list[str], pause_at: int, ready: Path) -> subprocess.Popen:
     """train.py ``args`` in a subprocess, waiting until it is paused before the ``pause_at``-th
     rename onto last.pt."""
+    threads = str(torch.get_num_threads())
     command = [sys.executable, "-c", KILL_DRIVER, str(pause_at), str(ready), json.dumps(args)]
+    command.append(threads)
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while not ready.exists():
