@@ -3,7 +3,7 @@
 Files are found once (:func:`scan_split`), decoded once into uint8 tensors held in memory
 (:func:`load_samples`) and served by a dataset whose ``__getitem__`` only indexes tensors; all
 augmentation happens later, on the training device, in batches. Which files make up the labeled,
-unlabeled, validation and test sets of an experiment is :mod:`dataloaders.split_plan`' business.
+unlabeled, validation and test sets of an experiment is decided in :mod:`dataloaders.split_plan`.
 """
 
 from __future__ import annotations

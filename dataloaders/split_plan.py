@@ -138,10 +138,11 @@ def _checked_train_counts(
     Raises ``DataError`` when fewer than ``unlabeled_bs`` (at least one) unlabeled files are left
     or a domain has no train files; logs a warning where a count differs from the reference's.
     """
-    if n_unlabeled < max(1, unlabeled_bs or 1):
+    needed = max(1, unlabeled_bs or 1)
+    if n_unlabeled < needed:
         raise DataError(
             f"{root}: {n_unlabeled} unlabeled train samples left after taking lb_num={lb_num};"
-            f" expected at least {max(1, unlabeled_bs or 1)} (the unlabeled batch size)"
+            f" expected at least {needed} (the unlabeled batch size)"
         )
     for d, files in enumerate(train):
         if not files:  # a domain that adds no unlabeled image would vanish from training unseen
