@@ -58,7 +58,7 @@ class DatasetSpec:
     eval_regions: tuple[tuple[str, tuple[int, ...]], ...]
     # U-Net input size and the resolution at which metrics are computed.
     patch_size: int
-    # Input size of a ViT SAM/MedSAM foundation model (LiteMedSAM is fixed at 256 by its encoder).
+    # Input size of a ViT SAM/MedSAM foundation model (LiteMedSAM uses its own 256).
     foundation_size: int
     # PIL resampling used to bring images onto the square canvas ("lanczos" or "bilinear").
     image_resample: Literal["lanczos", "bilinear"]

@@ -109,13 +109,14 @@ def build_students(config: Config, spec: DatasetSpec) -> tuple[nn.Module | None,
             check_vit_attention(config.model.vit_attention)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        # A model with a fixed input (LiteMedSAM: 256) ignores the dataset's ViT default (512).
-        fixed = FOUNDATIONS[name].fixed_size
+        # A model trained at one input size (LiteMedSAM: 256) ignores the dataset's ViT default
+        # (512); model.image_size still overrides it.
+        native = FOUNDATIONS[name].native_size
         foundation = build_foundation(
             name,
             num_classes=spec.num_classes,
             in_channels=spec.in_channels,
-            image_size=fixed or config.model.image_size or spec.foundation_size,
+            image_size=config.model.image_size or native or spec.foundation_size,
             checkpoint=config.model.checkpoint,
             lora_rank=config.model.lora_rank,
         )

@@ -130,8 +130,11 @@ class Trainer:
                 model.eval()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda" and self.config.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast of the training step: on CUDA with ``train.amp``, on the CPU with
+        ``train.cpu_amp``; otherwise fp32."""
+        train = self.config.train
+        if (self.device.type, True) in (("cuda", train.amp), ("cpu", train.cpu_amp)):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # ---------------------------------------------------------------------------- one iteration

@@ -47,15 +47,16 @@ class Foundation:
 
     ``build(num_classes, in_channels, image_size, checkpoint, lora_rank)`` returns the segmenter
     with its weights loaded; ``checkpoint_file``/``source`` name the weights a user must download
-    (None: none needed); ``fixed_size`` is the only input size the model accepts (None: any
-    multiple of 16), so callers choose ``fixed_size or config or dataset default``.
+    (None: none needed); ``native_size`` is the input size the model's weights were trained at,
+    used instead of the dataset's ViT default (None: that default), so callers choose
+    ``config or native_size or dataset default``.
     """
 
     description: str
     build: Callable[[int, int, int | None, Path | None, int], PromptFreeSegmenter]
     checkpoint_file: str | None = None
     source: str | None = None
-    fixed_size: int | None = None
+    native_size: int | None = None
 
 
 def _vit(variant: str) -> Callable[..., PromptFreeSegmenter]:
@@ -75,16 +76,15 @@ def _vit(variant: str) -> Callable[..., PromptFreeSegmenter]:
 
 
 def _lite(num_classes, in_channels, image_size, checkpoint, lora_rank):
-    if image_size not in (None, LITE_INPUT_SIZE):
-        raise ValueError(f"litemedsam has a fixed input size of 256, got image_size={image_size}")
     return build_litemedsam_segmenter(
-        num_classes=num_classes, in_channels=in_channels, lora_rank=lora_rank, checkpoint=checkpoint
-    )
+        num_classes=num_classes, in_channels=in_channels, lora_rank=lora_rank,
+        checkpoint=checkpoint, input_size=image_size or LITE_INPUT_SIZE,
+    )  # fmt: skip
 
 
 FOUNDATIONS: dict[str, Foundation] = {
     "litemedsam": Foundation(
-        "LiteMedSAM (TinyViT), packaged weights, 256 px", _lite, fixed_size=LITE_INPUT_SIZE
+        "LiteMedSAM (TinyViT), packaged weights, 256 px", _lite, native_size=LITE_INPUT_SIZE
     ),
     "medsam_vit_b": Foundation("MedSAM ViT-B", _vit("vit_b"), "medsam_vit_b.pth", MEDSAM_SOURCE),
     "sam_vit_b": Foundation(
@@ -140,7 +140,7 @@ def build_foundation(
       num_classes (int): foreground classes C (logits have C + 1 channels).
       in_channels (int): 1 or 3 image channels.
       image_size (int or None): ViT input size (multiple of 16); None = 512 (64 for ``tiny``).
-        LiteMedSAM accepts only None or 256.
+        LiteMedSAM: None = 256 (the packaged model), or any multiple of 32 (reduced studies).
       checkpoint (str or None): weights file; None = ``checkpoints/<default file>`` for the ViT
         models, the packaged weights for LiteMedSAM, random weights for ``tiny``.
       lora_rank (int): LoRA rank on q and v of every encoder attention layer.

@@ -108,7 +108,7 @@ def test_busi_schedule_fits_both_runs_in_the_budget():
     "name, foundations, foundation_px, patch",
     [
         ("prostate", ("vit_b_random", "medsam_vit_b"), 512, 384),
-        ("busi", ("litemedsam",), None, 256),  # LiteMedSAM's input is fixed at 256
+        ("busi", ("litemedsam",), None, 256),  # LiteMedSAM's packaged input: 256
     ],
 )
 def test_bench_configs_match_the_speed_goal(tmp_path, name, foundations, foundation_px, patch):

@@ -1,8 +1,8 @@
 """LiteMedSAM: packaged weights, prompt-free wrapper, per-head LoRA, frozen eval-mode encoder.
 
 A TinyViT forward costs about a second per image on the CPU, so the module runs three encoder
-forwards in all (packaged model pretrained and random, our wrapper) and tests the rest on the
-decoder or on single layers.
+forwards at 256 px in all (packaged model pretrained and random, our wrapper) and one at 128 px,
+and tests the rest on the decoder or on single layers.
 """
 
 from __future__ import annotations
@@ -191,6 +191,27 @@ def test_trainable_parameters_and_round_trip(segmenter) -> None:
         target.load_trainable_state_dict({})
 
 
-def test_fixed_input_size() -> None:
-    with pytest.raises(ValueError, match="fixed input size of 256"):
-        build_foundation("litemedsam", num_classes=1, in_channels=1, image_size=512)
+def test_reduced_input_size_loads_every_packaged_weight_unchanged() -> None:
+    """At 128 px the same weights load as they are (TinyViT's parameters depend on its window
+    sizes, not on the resolution); the embedding is 32x32 and the logits 128x128."""
+    segmenter = build_foundation("litemedsam", num_classes=1, in_channels=1, image_size=128)
+    report = segmenter.load_report
+    packaged_size = build_foundation("litemedsam", num_classes=1, in_channels=1).load_report
+    assert report.resized == [] and report.unexpected == []
+    for kind in ("loaded", "partial", "initialised", "skipped"):
+        assert getattr(report, kind) == getattr(packaged_size, kind), kind
+    package = packaged_model(pretrained=False).image_encoder.state_dict()
+    ours = segmenter.image_encoder.state_dict()
+    assert {k: v.shape for k, v in package.items()} == {
+        k: v.shape for k, v in ours.items() if ".lora_" not in k
+    }
+    image = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        assert segmenter.image_encoder(image.expand(2, 3, 128, 128)).shape == (2, 256, 32, 32)
+        assert segmenter.eval()(image).shape == (2, 2, 128, 128)
+    assert (segmenter.input_size, segmenter.logits_size) == (128, 128)
+
+
+def test_input_size_must_be_a_multiple_of_32() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_foundation("litemedsam", num_classes=1, in_channels=1, image_size=100)

@@ -67,7 +67,7 @@ def test_missing_checkpoint_gives_instructions_without_traceback(tmp_path) -> No
 def test_registry_errors() -> None:
     expected = {"litemedsam", "medsam_vit_b", "sam_vit_b", "vit_l", "vit_h", "vit_b_random", "tiny"}
     assert set(FOUNDATIONS) == expected
-    assert [n for n, f in FOUNDATIONS.items() if f.fixed_size is not None] == ["litemedsam"]
+    assert [n for n, f in FOUNDATIONS.items() if f.native_size is not None] == ["litemedsam"]
     with pytest.raises(ValueError, match="unknown foundation model 'vit_x'; expected one of"):
         build_foundation("vit_x", num_classes=1, in_channels=1)
     with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth") as error:

@@ -196,3 +196,16 @@ def test_bf16_autocast_changes_the_step_by_rounding_noise_only(data_root, tmp_pa
     grads = [p.grad for m in (trainer.models.unet, trainer.models.foundation)
              for p in m.parameters() if p.grad is not None]  # fmt: skip
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("cpu_amp", [False, True])
+def test_train_cpu_amp_turns_autocast_on_for_the_cpu_step(data_root, tmp_path, cpu_amp) -> None:
+    """``train.cpu_amp`` puts the trainer's own step (both students' forwards) under bf16
+    autocast on the CPU; without it the CPU step is fp32."""
+    trainer = make_trainer(data_root, tmp_path / "run", f"train.cpu_amp={str(cpu_amp).lower()}")
+    seen = []
+    for model in (trainer.models.unet, trainer.models.foundation):
+        model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    out, _ = trainer.train_step()
+    assert math.isfinite(float(out.loss.detach()))
+    assert seen and set(seen) == {cpu_amp}
