@@ -215,3 +215,19 @@ def test_reduced_input_size_loads_every_packaged_weight_unchanged() -> None:
 def test_input_size_must_be_a_multiple_of_32() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         build_foundation("litemedsam", num_classes=1, in_channels=1, image_size=100)
+
+
+@pytest.mark.parametrize("image_size, expected", [(None, 256), (128, 128)])
+def test_run_config_picks_the_packaged_size_unless_image_size_is_set(image_size, expected) -> None:
+    """BUSI's spec asks ViT models for 512 px; LiteMedSAM takes its own 256 instead, and
+    ``model.image_size`` overrides both (the reduced CPU study's 128)."""
+    from dataloaders.specs import get_spec
+    from engine.build import build_students
+    from engine.config import load_config
+
+    overrides = ["model.unet_width=4"] + ([f"model.image_size={image_size}"] if image_size else [])
+    config = load_config("configs/busi.yaml", overrides)
+    spec = get_spec(config.data.dataset)
+    assert spec.foundation_size == 512
+    _, foundation = build_students(config, spec)
+    assert (foundation.input_size, foundation.logits_size) == (expected, expected)
