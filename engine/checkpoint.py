@@ -7,7 +7,9 @@ A checkpoint is one dict (see :data:`FORMAT_VERSION` and :func:`save_checkpoint`
   ``foundation_teacher`` (trainable tensors only, under their real names; the frozen encoder is
   rebuilt from ``foundation_base``), ``None`` for a model that is not trained;
 - ``foundation_base``: name and weight file of the foundation model the run started from;
-- ``optimizers``, ``best`` (metric and step of ``best.pt``), ``rng`` and ``sampler`` states.
+- ``optimizers``, ``best`` (metric and step of ``best.pt``), ``sampler`` states and ``rng``: the
+  run's generators (``generator``: batches and augmentation; ``copy_paste``: the boxes) and
+  torch's global state.
 
 Files are written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a run killed mid-write never leaves a truncated ``last.pt``.
@@ -119,14 +121,15 @@ def training_state(
     foundation_base: dict[str, str | None],
     optimizers: dict[str, torch.optim.Optimizer],
     best: dict[str, Any],
-    generator: torch.Generator,
+    generators: dict[str, torch.Generator],
     sampler: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
     """Everything needed to resume or to evaluate a run, in the layout of the module docstring.
 
     ``models`` is a :class:`method.batches.Models`; ``config`` the resolved config as a dict;
-    ``sampler`` the batches' :meth:`~engine.batches.TrainBatches.state_dict`.
+    ``sampler`` the batches' :meth:`~engine.batches.TrainBatches.state_dict`; ``generators``
+    the run's random streams by name (``generator``: batches and augmentation; ``copy_paste``).
     """
 
     def weights(model: nn.Module | None, trainable_only: bool) -> dict | None:
@@ -134,7 +137,8 @@ def training_state(
             return None
         return model.trainable_state_dict() if trainable_only else model.state_dict()
 
-    rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    rng = {name: g.get_state() for name, g in generators.items()}
+    rng["torch"] = torch.get_rng_state()
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
     return {
@@ -159,15 +163,28 @@ def restore_training_state(
     *,
     models: Any,
     optimizers: dict[str, torch.optim.Optimizer],
-    generator: torch.Generator,
+    generators: dict[str, torch.Generator],
     device: torch.device,
 ) -> None:
     """Load the weights, optimizer and random states of a :func:`training_state` into a freshly
-    built run (the caller restores the step, ``best`` and the sampler)."""
+    built run (the caller restores the step, ``best`` and the sampler).
+
+    Raises:
+      CheckpointError: a random stream of ``generators`` is not in the checkpoint (one written
+        before copy-paste had its own stream cannot continue the same run).
+    """
+    missing = [name for name in generators if name not in state["rng"]]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint has no random state {missing} (written by an older version, where "
+            "copy-paste shared the batches' stream): it cannot be resumed as the same run; "
+            "test.py still evaluates it"
+        )
     load_model_states(models, state["models"])
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(state["optimizers"][name])
-    generator.set_state(state["rng"]["generator"].cpu())
+    for name, generator in generators.items():
+        generator.set_state(state["rng"][name].cpu())
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if "cuda" in state["rng"] and device.type == "cuda":
         torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)

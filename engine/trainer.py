@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 # The phases of one iteration (:meth:`Trainer.iterate`), in order, as Trainer.phase names them.
 PHASES = ("batches", "forward", "backward", "optimizers + EMA", "diagnostics")
+# Seed of the copy-paste stream: train.seed plus this, far from any seed a sweep would use.
+COPY_PASTE_SEED_OFFSET = 0x9E3779B9
 
 
 def untimed_phase(name: str) -> contextlib.AbstractContextManager:
@@ -95,6 +97,13 @@ class Trainer:
         self.lr_iterations = config.optim.foundation_schedule_iterations or self.spec.max_iterations
         self.regions = [classes for _, classes in self.spec.eval_regions]
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
+        # Copy-paste draws come from a stream of their own, so the batches and their augmentation
+        # depend on the seed alone: SupOnly and SynFoC of one seed train on the same labeled
+        # images in the same order and views, and a paired difference measures the method, not
+        # the sampling.
+        self.copy_paste_generator = torch.Generator(device=self.device).manual_seed(
+            config.train.seed + COPY_PASTE_SEED_OFFSET
+        )
         self.batches = TrainBatches(
             self.data.labeled.samples, self.data.unlabeled.samples, self.spec, self.sizes,
             config.data.labeled_bs, self.generator, self.device,
@@ -186,7 +195,7 @@ class Trainer:
             # Inputs of the compiled step, not constants baked into (or recompiling) its graph.
             lam, progress = (torch.full((), v, device=self.device) for v in (lam, progress))
         batch = unlabeled.weak.unet.shape[0]
-        box_draws = draw_step_boxes(method, batch, self.generator, self.device)
+        box_draws = draw_step_boxes(method, batch, self.copy_paste_generator, self.device)
         with self._autocast():
             return self.step_fn(
                 self.step_models, labeled, unlabeled, cfg=method, regions=self.regions,
@@ -321,6 +330,10 @@ class Trainer:
             save_checkpoint(state, self.run_dir / "checkpoints" / f"{name}.pt")
         self.saved_step = self.step
 
+    def generators(self) -> dict[str, torch.Generator]:
+        """The run's random streams by checkpoint name: batches and augmentation, copy-paste."""
+        return {"generator": self.generator, "copy_paste": self.copy_paste_generator}
+
     def state(self) -> dict[str, Any]:
         """Everything needed to resume or to evaluate this run (see engine/checkpoint.py)."""
         model = self.config.model
@@ -331,7 +344,7 @@ class Trainer:
             foundation_base={"name": model.foundation, "checkpoint": model.checkpoint},
             optimizers=self.optimizers,
             best=self.best,
-            generator=self.generator,
+            generators=self.generators(),
             sampler=self.batches.state_dict(),
             device=self.device,
         )
@@ -339,7 +352,7 @@ class Trainer:
     def _load(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
         restore_training_state(
-            state, models=self.models, optimizers=self.optimizers, generator=self.generator,
+            state, models=self.models, optimizers=self.optimizers, generators=self.generators(),
             device=self.device,
         )  # fmt: skip
         self.batches.load_state_dict(state["sampler"])

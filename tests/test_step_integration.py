@@ -18,7 +18,8 @@ from method.step import draw_step_boxes, synfoc_step
 def draws(trainer):
     """The step's copy-paste draws, as ``Trainer.forward`` makes them."""
     batch = trainer.config.data.unlabeled_bs
-    return draw_step_boxes(trainer.config.method, batch, trainer.generator, trainer.device)
+    generator = trainer.copy_paste_generator
+    return draw_step_boxes(trainer.config.method, batch, generator, trainer.device)
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +167,9 @@ def test_step_loss_is_pinned_on_a_fixed_batch(data_root, tmp_path, attention) ->
 
 
 # 3.948974609375 before the elastic field was scaled to the canvas (64 px here: 1/8 of the
-# old displacement); the step itself is unchanged.
-PINNED_LOSS = 3.9576733112335205
+# old displacement), 3.9576733112335205 before copy-paste drew its boxes from a stream of its
+# own (other boxes on the same batch); the step itself is unchanged.
+PINNED_LOSS = 4.015688419342041
 
 
 def test_bf16_autocast_changes_the_step_by_rounding_noise_only(data_root, tmp_path) -> None:
@@ -176,10 +178,10 @@ def test_bf16_autocast_changes_the_step_by_rounding_noise_only(data_root, tmp_pa
     for CUDA's here, with the same lower-precision list for convolutions and matmuls)."""
     trainer = make_trainer(data_root, tmp_path / "run")
     labeled, unlabeled, _ = trainer.next_batches()
-    boxes_state = trainer.generator.get_state()
+    boxes_state = trainer.copy_paste_generator.get_state()
     outs = []
     for amp in (False, True):
-        trainer.generator.set_state(boxes_state)
+        trainer.copy_paste_generator.set_state(boxes_state)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             out = synfoc_step(
                 trainer.models, labeled, unlabeled, cfg=trainer.config.method,
@@ -209,3 +211,40 @@ def test_train_cpu_amp_turns_autocast_on_for_the_cpu_step(data_root, tmp_path, c
     out, _ = trainer.train_step()
     assert math.isfinite(float(out.loss.detach()))
     assert seen and set(seen) == {cpu_amp}
+
+
+def test_suponly_and_synfoc_of_one_seed_train_on_the_same_batches(data_root, tmp_path) -> None:
+    """Copy-paste draws from its own stream, so the labeled and unlabeled batches and their
+    augmentation are the same for SupOnly and SynFoC of one seed, iteration after iteration:
+    a paired difference then measures the method, not the sampling."""
+    suponly = ("method.supervised_only=true", "method.consistency=none")
+    trainers = [make_trainer(data_root, tmp_path / "sup", *suponly),
+                make_trainer(data_root, tmp_path / "synfoc")]  # fmt: skip
+    for trainer in trainers:
+        for _ in range(2):
+            trainer.iterate()
+    (sup_l, sup_u, _), (syn_l, syn_u, _) = (t.next_batches() for t in trainers)
+    assert torch.equal(sup_l.mask_unet, syn_l.mask_unet)
+    for sup, syn in (
+        (sup_l.images, syn_l.images),
+        (sup_u.weak, syn_u.weak),
+        (sup_u.strong, syn_u.strong),
+    ):
+        assert torch.equal(sup.unet, syn.unet) and torch.equal(sup.foundation, syn.foundation)
+
+
+def test_a_checkpoint_without_the_copy_paste_stream_is_not_resumed(data_root, tmp_path) -> None:
+    """A checkpoint from before copy-paste had its own stream cannot continue the same run:
+    resuming it stops with a CheckpointError that says why."""
+    from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from engine.trainer import Trainer
+
+    trainer = make_trainer(data_root, tmp_path / "run")
+    trainer.iterate()
+    trainer.save_checkpoints("last")
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    del state["rng"]["copy_paste"]
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match="copy-paste shared the batches' stream"):
+        Trainer(trainer.config, tmp_path / "run", resume=True, progress=False)
