@@ -18,6 +18,9 @@
 #               validation split: evaluations every EVAL_INTERVAL (default ITERATIONS / 5) pick
 #               best.pt on it, and both last.pt and best.pt are tested. With 0, only last.pt is
 #               tested (no model selection at all: best.pt would be chosen on the test split).
+#   TEST_LAST   (default 1) 0 skips test.py on last.pt when VAL_FRACTION is 0: the run's own
+#               final evaluation, eval/<ITERATIONS>.json, is then that test already (same
+#               checkpoint, split and code), and summarize.py reads it instead of test_last.json.
 # Run folders: OUT_DIR/<labeled domain>/seed<seed>/<method>. Tables: OUT_DIR/table_<ckpt>.md,
 # by_domain_<ckpt>.md, paired_<ckpt>.md (and .csv), where <ckpt> is the tested checkpoint.
 set -euo pipefail
@@ -45,6 +48,7 @@ for method in "${methods[@]}"; do  # check them all before the first run starts
 done
 
 checkpoints=(last)
+[[ "${TEST_LAST:-1}" == 0 ]] && checkpoints=()
 selection=(--set train.eval_interval="$iterations")
 if "$PYTHON" -c "import sys; sys.exit(not float('$val_fraction') > 0)"; then
   checkpoints=(last best)
@@ -58,7 +62,7 @@ run() {  # run <run folder> [train.py arguments...]
   "$PYTHON" train.py --config configs/busi.yaml --root "$root" --lb_num 64 \
     --foundation litemedsam --max_iterations "$iterations" --out "$dir" "${selection[@]}" \
     --auto_resume --no_progress "$@"
-  for checkpoint in "${checkpoints[@]}"; do
+  for checkpoint in ${checkpoints[@]+"${checkpoints[@]}"}; do
     "$PYTHON" test.py --run "$dir" --checkpoint "$checkpoint" --no_progress
   done
 }
@@ -74,7 +78,7 @@ for domain in "${domains[@]}"; do
     done
   done
 done
-for checkpoint in "${checkpoints[@]}"; do
+for checkpoint in "${checkpoints[@]:-last}"; do
   summarize=("$PYTHON" scripts/summarize.py "${runs[@]}" --checkpoint "$checkpoint")
   "${summarize[@]}" --out "$out/table_$checkpoint"
   "${summarize[@]}" --by_labeled_domain --out "$out/by_domain_$checkpoint"
