@@ -72,3 +72,19 @@ def test_an_unknown_method_stops_before_any_run(tmp_path):
     result = start_script(tmp_path, METHODS="suponly fixmatch")
     assert result.returncode == 2 and "unknown method 'fixmatch'" in result.stderr
     assert not (tmp_path / "calls").exists()
+
+
+def test_test_last_0_skips_the_repeated_test_but_not_the_tables_or_a_validation_run(tmp_path):
+    """Without a validation split the run's final evaluation is the test of last.pt, so
+    TEST_LAST=0 calls no test.py and the tables still come (from eval/<step>.json); with one,
+    last.pt and best.pt are still tested on the test split."""
+    calls = run_script(tmp_path, SEEDS="1", TEST_LAST="0")
+    assert [c[0] for c in calls].count("train.py") == 2
+    assert not [c for c in calls if c[0] == "test.py"]
+    summaries = [c for c in calls if c[0] == "scripts/summarize.py"]
+    assert len(summaries) == 3 and all(c[c.index("--checkpoint") + 1] == "last" for c in summaries)
+    (tmp_path / "calls").unlink()
+    calls = run_script(tmp_path, SEEDS="1", TEST_LAST="0", VAL_FRACTION="0.2")
+    assert [c[c.index("--checkpoint") + 1] for c in calls if c[0] == "test.py"] == [
+        "last", "best", "last", "best"
+    ]  # fmt: skip
