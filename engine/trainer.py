@@ -141,8 +141,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast of the training step: on CUDA with ``train.amp``, on the CPU with
         ``train.cpu_amp``; otherwise fp32."""
-        train = self.config.train
-        if (self.device.type, True) in (("cuda", train.amp), ("cpu", train.cpu_amp)):
+        enabled = {"cuda": self.config.train.amp, "cpu": self.config.train.cpu_amp}
+        if enabled.get(self.device.type, False):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

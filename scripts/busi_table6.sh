@@ -48,12 +48,15 @@ for method in "${methods[@]}"; do  # check them all before the first run starts
 done
 
 checkpoints=(last)
-[[ "${TEST_LAST:-1}" == 0 ]] && checkpoints=()
 selection=(--set train.eval_interval="$iterations")
 if "$PYTHON" -c "import sys; sys.exit(not float('$val_fraction') > 0)"; then
   checkpoints=(last best)
   selection=(--set data.val_fraction="$val_fraction"
              --set train.eval_interval="${EVAL_INTERVAL:-$(( iterations / 5 > 0 ? iterations / 5 : 1 ))}")
+fi
+tested=("${checkpoints[@]}")  # what test.py evaluates after each run
+if [[ "${TEST_LAST:-1}" == 0 && "${checkpoints[*]}" == last ]]; then
+  tested=()  # no validation split: the run's final evaluation already tested last.pt
 fi
 
 run() {  # run <run folder> [train.py arguments...]
@@ -62,7 +65,7 @@ run() {  # run <run folder> [train.py arguments...]
   "$PYTHON" train.py --config configs/busi.yaml --root "$root" --lb_num 64 \
     --foundation litemedsam --max_iterations "$iterations" --out "$dir" "${selection[@]}" \
     --auto_resume --no_progress "$@"
-  for checkpoint in ${checkpoints[@]+"${checkpoints[@]}"}; do
+  for checkpoint in "${tested[@]}"; do
     "$PYTHON" test.py --run "$dir" --checkpoint "$checkpoint" --no_progress
   done
 }
@@ -78,7 +81,7 @@ for domain in "${domains[@]}"; do
     done
   done
 done
-for checkpoint in "${checkpoints[@]:-last}"; do
+for checkpoint in "${checkpoints[@]}"; do
   summarize=("$PYTHON" scripts/summarize.py "${runs[@]}" --checkpoint "$checkpoint")
   "${summarize[@]}" --out "$out/table_$checkpoint"
   "${summarize[@]}" --by_labeled_domain --out "$out/by_domain_$checkpoint"
